@@ -1,0 +1,37 @@
+"""Discretizations of the domain [-1, 1]^d and their quadrature weights."""
+
+from .generators import (
+    from_coords,
+    grid,
+    grid_axes,
+    halton,
+    jittered_grid,
+    knn_weights,
+    lattice,
+    lattice_weights,
+    masked,
+    random,
+    shrunk,
+    sobol,
+)
+from .layout import image_to_values, lattice_index, values_to_image
+from .pointset import PointSet
+
+__all__ = [
+    "PointSet",
+    "from_coords",
+    "grid",
+    "grid_axes",
+    "halton",
+    "image_to_values",
+    "jittered_grid",
+    "knn_weights",
+    "lattice",
+    "lattice_index",
+    "lattice_weights",
+    "masked",
+    "random",
+    "shrunk",
+    "sobol",
+    "values_to_image",
+]

@@ -1,0 +1,306 @@
+"""Generators of point sets on [-1, 1]^d and their quadrature weights.
+
+Every generator orders its points so that a prefix is a good discretization on its own:
+Sobol and Halton prefixes are the same low-discrepancy sequence, grids are stored coarse to
+fine. ``seed=None`` draws a fresh scramble or sample; an integer seed reproduces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from scipy.stats import qmc
+
+from .pointset import PointSet
+
+__all__ = [
+    "sobol",
+    "halton",
+    "grid",
+    "lattice",
+    "shrunk",
+    "random",
+    "jittered_grid",
+    "masked",
+    "from_coords",
+    "knn_weights",
+    "lattice_weights",
+    "grid_axes",
+]
+
+
+def _check_count(n, name: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be a positive integer; got {n!r}")
+    return int(n)
+
+
+def _check_dim(dim) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer (2 or 3 for images/volumes); got {dim!r}")
+    return int(dim)
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = tuple(shape)
+    if not shape or any(
+        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape
+    ):
+        raise ValueError(f"grid shape must be a tuple of positive integers; got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def _seed_int(seed) -> int:
+    """A concrete integer seed; ``None`` draws a fresh one from the OS."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % (2**63))
+    return int(seed)
+
+
+def _to_domain(unit: np.ndarray) -> np.ndarray:
+    """Map [0, 1) to [-1, 1) in float64, clipped so float32 rounding stays in the domain."""
+    return np.clip(2.0 * unit - 1.0, -1.0, 1.0)
+
+
+def sobol(n: int, dim: int = 2, seed: int | None = None, scramble: bool = True) -> PointSet:
+    """The first ``n`` points of a (scrambled) Sobol' sequence, scaled to [-1, 1]^dim.
+
+    A prefix of 2^k points is a balanced (t, k, d)-net, so ``sobol(n).prefix(m)`` is itself
+    a good quasi-Monte-Carlo set. Weights are uniform, 2^d / n.
+
+    Args:
+        n: number of points (powers of two keep the net property).
+        dim: spatial dimension.
+        seed: scramble seed; ``None`` draws a fresh scramble (randomised QMC).
+        scramble: ``False`` gives the plain Sobol' sequence (its first point is the corner).
+    """
+    n, dim = _check_count(n), _check_dim(dim)
+    engine = torch.quasirandom.SobolEngine(
+        dim, scramble=scramble, seed=_seed_int(seed) if scramble else None
+    )
+    unit = engine.draw(n, dtype=torch.float64).numpy()
+    return _uniform("sobol", _to_domain(unit))
+
+
+def halton(n: int, dim: int = 2, seed: int | None = None) -> PointSet:
+    """The first ``n`` points of a scrambled Halton sequence on [-1, 1]^dim (uniform weights).
+
+    ``seed=None`` draws a fresh scramble.
+    """
+    n, dim = _check_count(n), _check_dim(dim)
+    engine = qmc.Halton(d=dim, scramble=True, seed=np.random.default_rng(_seed_int(seed)))
+    return _uniform("halton", _to_domain(engine.random(n)))
+
+
+def random(n: int, dim: int = 2, seed: int | None = None) -> PointSet:
+    """``n`` independent uniform points on [-1, 1]^dim (plain Monte Carlo, uniform weights)."""
+    n, dim = _check_count(n), _check_dim(dim)
+    rng = np.random.default_rng(_seed_int(seed))
+    return _uniform("random", _to_domain(rng.random((n, dim))))
+
+
+def shrunk(n: int, dim: int = 2, seed: int | None = None) -> PointSet:
+    """Scrambled Sobol' points pushed toward the centre: s ↦ s·|s| per coordinate.
+
+    Deliberately non-uniform (the paper's "Shrunk" discretization). The quadrature weights
+    are the exact inverse sampling density: per axis the density of t = s|s| is
+    1 / (4 √|t|) when s is uniform on [-1, 1], so w_j = Π_k 4 √|t_jk| / n.
+    """
+    n, dim = _check_count(n), _check_dim(dim)
+    s = sobol(n, dim, seed=seed).coords.double().numpy()
+    coords = s * np.abs(s)
+    return PointSet(coords, shrunk_weights(coords), "shrunk", weight_method="density")
+
+
+def shrunk_weights(coords: np.ndarray) -> np.ndarray:
+    """Inverse density weights of :func:`shrunk` points (float64), Π_k 4√|t_k| / N."""
+    coords = np.asarray(coords, dtype=np.float64)
+    weights = np.prod(4.0 * np.sqrt(np.abs(coords)), axis=1) / len(coords)
+    # A coordinate of exactly 0 has zero weight in the limit; keep weights positive.
+    return np.maximum(weights, np.finfo(np.float32).tiny)
+
+
+def _coarse_to_fine_order(shape: tuple[int, ...]) -> np.ndarray:
+    """Flat (row-major) indices of a lattice, coarse levels first.
+
+    A multi-index belongs to level k when every index is ≡ 0 mod 2^k; sorting by level
+    (descending, stable) makes each prefix of Π⌈s/2^k⌉ points the sub-grid of level ≥ k.
+    """
+    idx = np.indices(shape).reshape(len(shape), -1)
+    max_level = int(np.ceil(np.log2(max(shape)))) + 1
+    level = np.full(idx.shape[1], max_level, dtype=np.int64)
+    for axis_idx in idx:
+        v2 = np.full(axis_idx.shape, max_level, dtype=np.int64)
+        nz = axis_idx > 0
+        # 2-adic valuation: index of the lowest set bit
+        v2[nz] = np.log2(axis_idx[nz] & -axis_idx[nz]).astype(np.int64)
+        level = np.minimum(level, v2)
+    return np.argsort(-level, kind="stable")
+
+
+def _lattice_prefix_shape(shape: tuple[int, ...], m: int) -> tuple[int, ...] | None:
+    """The coarser-level shape holding ``m`` points, or ``None`` if no level has ``m``."""
+    while True:
+        if int(np.prod(shape)) == m:
+            return shape
+        if all(s == 1 for s in shape):
+            return None
+        shape = tuple((s + 1) // 2 for s in shape)
+
+
+def _axis_spacing(axis_coords: np.ndarray, size: int) -> float:
+    """Spacing of one lattice axis; a single row covers the whole axis (spacing 2)."""
+    if size == 1:
+        return 2.0
+    return float((axis_coords.max() - axis_coords.min()) / (size - 1))
+
+
+def lattice_weights(coords, shape: Sequence[int]) -> torch.Tensor:
+    """Cell volume Π_k spacing_k of an axis-aligned lattice, one weight per point.
+
+    For pixel-centre grids this is exactly 2^d / N.
+    """
+    c = coords.double().cpu().numpy() if isinstance(coords, torch.Tensor) else np.asarray(coords)
+    volume = np.prod([_axis_spacing(c[:, k], s) for k, s in enumerate(shape)])
+    device = coords.device if isinstance(coords, torch.Tensor) else None
+    return torch.full((len(c),), volume, dtype=torch.float32, device=device)
+
+
+def lattice(axes: Sequence[Sequence[float]], kind: str = "grid") -> PointSet:
+    """An axis-aligned lattice with the given per-axis coordinates, stored coarse to fine.
+
+    ``axes[k]`` are the (increasing, evenly spaced) coordinates along array axis k. Weights are
+    the lattice cell volume. :func:`grid` is the pixel-centre case.
+    """
+    axes = [np.asarray(a, dtype=np.float64) for a in axes]
+    shape = tuple(len(a) for a in axes)
+    for k, a in enumerate(axes):
+        if len(a) == 0:
+            raise ValueError(f"lattice axis {k} is empty")
+        if len(a) > 2 and not np.allclose(np.diff(a), a[1] - a[0], rtol=1e-6, atol=1e-9):
+            raise ValueError(f"lattice axis {k} is not evenly spaced: {a}")
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+    coords = mesh[_coarse_to_fine_order(shape)]
+    volume = np.prod([_axis_spacing(a, len(a)) for a in axes])
+    return PointSet(coords, np.full(len(coords), volume), kind, shape, weight_method="lattice")
+
+
+def grid(shape: int | Sequence[int]) -> PointSet:
+    """Pixel (voxel) centres of an H×W (D×H×W) grid, stored coarse to fine.
+
+    Pixel (i, j) sits at (−1 + (2i+1)/H, −1 + (2j+1)/W) — the ``align_corners=False``
+    convention. The prefix of ⌈H/2^k⌉·⌈W/2^k⌉ points is the sub-grid of indices ≡ 0 mod 2^k.
+    Weights are uniform, 2^d / N (the pixel area).
+    """
+    shape = _check_shape(shape)
+    return lattice([-1.0 + (2.0 * np.arange(s) + 1.0) / s for s in shape])
+
+
+def grid_axes(points: PointSet) -> list[np.ndarray]:
+    """The per-axis coordinates (float64, increasing) of a lattice point set."""
+    if points.shape is None:
+        raise ValueError(f"{points.kind} point set has no grid shape; pass a grid or lattice")
+    c = points.coords.double().cpu().numpy()
+    axes = []
+    for k, size in enumerate(points.shape):
+        lo, hi = c[:, k].min(), c[:, k].max()
+        axes.append(np.linspace(lo, hi, size) if size > 1 else np.array([lo]))
+    return axes
+
+
+def jittered_grid(shape: int | Sequence[int], seed: int | None = None) -> PointSet:
+    """A grid whose every point is moved uniformly within its own pixel (stratified sampling).
+
+    Same coarse-to-fine order as :func:`grid`; uniform weights 2^d / N.
+    """
+    shape = _check_shape(shape)
+    base = grid(shape).coords.double().numpy()
+    rng = np.random.default_rng(_seed_int(seed))
+    half = 1.0 / np.asarray(shape, dtype=np.float64)  # half a pixel, per axis
+    coords = np.clip(base + rng.uniform(-1.0, 1.0, base.shape) * half, -1.0, 1.0)
+    weights = np.full(len(coords), 2.0 ** len(shape) / len(coords))
+    return PointSet(coords, weights, "jittered", shape, weight_method="uniform")
+
+
+def masked(points: PointSet, mask_fn: Callable[[torch.Tensor], torch.Tensor]) -> PointSet:
+    """The points of ``points`` where ``mask_fn(coords)`` is true, in their original order.
+
+    Each kept point keeps its weight (the volume it stands for), so the weights sum to the
+    measure of the masked region. ``mask_fn`` maps ``(N, d)`` coordinates to ``(N,)`` bools.
+    """
+    keep = torch.as_tensor(mask_fn(points.coords)).to(torch.bool).reshape(-1)
+    if keep.shape[0] != len(points):
+        raise ValueError(
+            f"mask_fn must return one boolean per point ({len(points)}); got {keep.shape[0]}"
+        )
+    if not bool(keep.any()):
+        raise ValueError("mask_fn removed every point — the masked region must contain points")
+    method = "density" if points.weight_method in ("uniform", "lattice") else points.weight_method
+    return PointSet(
+        points.coords[keep],
+        points.weights[keep],
+        f"masked({points.kind})",
+        weight_method=method,
+    )
+
+
+def knn_weights(coords, k: int = 8) -> torch.Tensor:
+    """k-nearest-neighbour volume estimate of quadrature weights, correct at the boundary.
+
+    Each point's weight is V / k where V is the volume of the smallest cube (L∞ ball) centred
+    on it that holds its k nearest neighbours, clipped to the domain [-1, 1]^d: clipping is
+    what keeps points near the boundary from being over-weighted. E[V / k] is the inverse of
+    the sampling density times 1/N, the weight of a point in an importance-sampling sum.
+    """
+    tensor_in = isinstance(coords, torch.Tensor)
+    c = coords.detach().double().cpu().numpy() if tensor_in else np.asarray(coords, np.float64)
+    n, d = c.shape
+    if n == 1:
+        weights = np.full(1, 2.0**d)
+    else:
+        k = min(k, n - 1)
+        dist, _ = cKDTree(c).query(c, k=k + 1, p=np.inf)
+        radius = dist[:, -1]
+        # Duplicated points would give zero volume: fall back to the smallest positive radius.
+        positive = radius[radius > 0]
+        floor = positive.min() if positive.size else 1.0
+        radius = np.maximum(radius, floor)[:, None]
+        extent = np.minimum(c + radius, 1.0) - np.maximum(c - radius, -1.0)
+        weights = np.prod(extent, axis=1) / k
+    out = torch.as_tensor(weights, dtype=torch.float32)
+    return out.to(coords.device) if tensor_in else out
+
+
+def from_coords(coords, weights: str | Sequence[float] | torch.Tensor = "knn") -> PointSet:
+    """A point set from your own coordinates in [-1, 1]^d.
+
+    Args:
+        coords: ``(N, d)`` array or tensor.
+        weights: ``"knn"`` (default) estimates quadrature weights from local point density
+            (see :func:`knn_weights`); ``"uniform"`` assumes uniform sampling (2^d / N);
+            or an explicit ``(N,)`` array of positive weights.
+    """
+    c = torch.as_tensor(np.asarray(coords.detach().cpu() if isinstance(coords, torch.Tensor)
+                                   else coords), dtype=torch.float64)
+    if c.ndim != 2 or c.shape[0] == 0:
+        raise ValueError(f"coords must have shape (N, d) with N >= 1; got {tuple(c.shape)}")
+    if isinstance(weights, str):
+        if weights == "knn":
+            if not torch.isfinite(c).all():
+                raise ValueError("coords contain NaN or inf — drop or fix those points")
+            return PointSet(c, knn_weights(c.clamp(-1, 1)), "points", weight_method="knn")
+        if weights == "uniform":
+            w = torch.full((c.shape[0],), 2.0 ** c.shape[1] / c.shape[0])
+            return PointSet(c, w, "points", weight_method="uniform")
+        raise ValueError(f"unknown weights {weights!r}; valid: 'knn', 'uniform' or an array")
+    return PointSet(c, torch.as_tensor(np.asarray(weights)), "points", weight_method="density")
+
+
+def _uniform(kind: str, coords: np.ndarray) -> PointSet:
+    weights = np.full(len(coords), 2.0 ** coords.shape[1] / len(coords))
+    return PointSet(coords, weights, kind, weight_method="uniform")
