@@ -61,10 +61,12 @@ class StencilCache:
 
     def info(self) -> dict[str, int]:
         """``{"hits", "misses", "size", "maxsize"}``."""
-        return {"hits": self.hits, "misses": self.misses, "size": len(self), "maxsize": self.maxsize}
+        return {"hits": self.hits, "misses": self.misses, "size": len(self),
+                "maxsize": self.maxsize}
 
     def __repr__(self) -> str:
-        return f"StencilCache(hits={self.hits}, misses={self.misses}, size={len(self)}/{self.maxsize})"
+        return (f"StencilCache(hits={self.hits}, misses={self.misses}, "
+                f"size={len(self)}/{self.maxsize})")
 
 
 #: The process-wide cache every DI layer uses.

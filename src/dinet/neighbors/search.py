@@ -13,7 +13,48 @@ from itertools import product
 
 import numpy as np
 
-__all__ = ["Neighbors", "box_neighbors", "ball_neighbors"]
+__all__ = ["CellLayout", "Neighbors", "box_neighbors", "ball_neighbors"]
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """Axis-aligned cells for neighbour search with support half-widths r.
+
+    Cells are r wide on the leading axes and r/4 on the last one, numbered row-major. For a
+    fixed leading cell, the last-axis cells covering [x − r, x + r] are then one contiguous
+    run of the cell-sorted inputs: a query scans one range per leading column (3^(d−1) of
+    them), each only ~2.25 r long. Sorting points by cell key also gives a spatially coherent
+    order, which the sparse kernels use for cache locality. There are never more than 2^20
+    cells per axis, so keys fit in int64 even for tiny supports.
+
+    ``radius`` is the scan half-width: r padded by a hair, so that rounding in the cell
+    arithmetic never drops a pair exactly on the support's edge (two points exactly r apart
+    could otherwise land two cells apart). Exact membership tests still use r.
+    """
+
+    lo: np.ndarray
+    cell: np.ndarray
+    ncell: np.ndarray
+    strides: np.ndarray
+    radius: np.ndarray
+
+    @classmethod
+    def for_search(cls, x: np.ndarray, y: np.ndarray, radius: np.ndarray) -> CellLayout:
+        lo = np.minimum(x.min(axis=0), y.min(axis=0))
+        span = np.maximum(x.max(axis=0), y.max(axis=0)) - lo
+        scale = max(float(np.abs(x).max()), float(np.abs(y).max()))
+        radius = np.asarray(radius, dtype=np.float64) * (1.0 + 1e-6) + 1e-12 * scale
+        cell = radius.copy()
+        cell[-1] /= 4
+        cell = np.maximum(cell, span / 2**20)
+        ncell = np.floor(span / cell).astype(np.int64) + 1
+        strides = np.cumprod(np.concatenate([[1], ncell[:0:-1]]))[::-1].astype(np.int64)
+        return cls(lo, cell, ncell, strides, radius)
+
+    def keys(self, coords: np.ndarray) -> np.ndarray:
+        """Row-major cell number of every point, ``(N,)`` int64."""
+        idx = np.minimum(np.floor((coords - self.lo) / self.cell).astype(np.int64), self.ncell - 1)
+        return idx @ self.strides
 
 
 @dataclass(frozen=True)
@@ -67,20 +108,10 @@ def _neighbors(x_out, y_in, half_widths, metric: str) -> Neighbors:
     r = np.broadcast_to(np.asarray(half_widths, dtype=np.float64), (d,)).copy()
     if not np.all(np.isfinite(r)) or np.any(r <= 0):
         raise ValueError(f"support half-widths must be positive and finite; got {r.tolist()}")
-    lo = np.minimum(x.min(axis=0), y.min(axis=0))
-    span = np.maximum(x.max(axis=0), y.max(axis=0)) - lo
-    # Cells r wide on the leading axes and r/4 on the last one. Cells are numbered row-major,
-    # so for a fixed leading cell the last-axis cells covering [x - r, x + r] are one
-    # contiguous run of the cell-sorted inputs: one range per leading column (3^(d-1) of
-    # them), each only ~2.25 r long. Cells never number more than 2^20 per axis, so keys fit
-    # in int64 even for tiny supports.
-    cell = r.copy()
-    cell[-1] = r[-1] / 4
-    cell = np.maximum(cell, span / 2**20)
-    ncell = np.floor(span / cell).astype(np.int64) + 1
-    cell_y = np.minimum(np.floor((y - lo) / cell).astype(np.int64), ncell - 1)
-    strides = np.cumprod(np.concatenate([[1], ncell[:0:-1]]))[::-1]  # row-major
-    key_y = cell_y @ strides
+    cells = CellLayout.for_search(x, y, r)
+    r_scan = cells.radius
+    lo, cell, ncell, strides = cells.lo, cells.cell, cells.ncell, cells.strides
+    key_y = cells.keys(y)
     order = np.argsort(key_y, kind="stable")
     y_sorted = [np.ascontiguousarray(y[order, k]) for k in range(d)]
     total_cells = int(np.prod(ncell))
@@ -98,8 +129,8 @@ def _neighbors(x_out, y_in, half_widths, metric: str) -> Neighbors:
 
     lead_x = np.minimum(np.floor((x[:, :-1] - lo[:-1]) / cell[:-1]).astype(np.int64),
                         ncell[:-1] - 1)
-    last_lo = np.floor((x[:, -1] - r[-1] - lo[-1]) / cell[-1]).astype(np.int64)
-    last_hi = np.floor((x[:, -1] + r[-1] - lo[-1]) / cell[-1]).astype(np.int64)
+    last_lo = np.floor((x[:, -1] - r_scan[-1] - lo[-1]) / cell[-1]).astype(np.int64)
+    last_hi = np.floor((x[:, -1] + r_scan[-1] - lo[-1]) / cell[-1]).astype(np.int64)
     last_lo = np.clip(last_lo, 0, ncell[-1] - 1)
     last_hi = np.clip(last_hi, 0, ncell[-1] - 1)
     shifts = np.array(list(product((-1, 0, 1), repeat=d - 1)), dtype=np.int64)

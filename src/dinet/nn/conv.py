@@ -108,7 +108,9 @@ class DIConv(nn.Module):
                 f"divisible by groups ({groups})"
             )
         if kernel not in KERNEL_FAMILIES:
-            raise ValueError(f"unknown kernel family {kernel!r}; valid: {', '.join(KERNEL_FAMILIES)}")
+            raise ValueError(
+                f"unknown kernel family {kernel!r}; valid: {', '.join(KERNEL_FAMILIES)}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.dim = dim
@@ -144,7 +146,9 @@ class DIConv(nn.Module):
         points_out = points_in if points_out is None else points_out
         for name, pts in (("points_in", points_in), ("points_out", points_out)):
             if not isinstance(pts, PointSet):
-                raise ValueError(f"{name} must be a dinet.points.PointSet; got {type(pts).__name__}")
+                raise ValueError(
+                    f"{name} must be a dinet.points.PointSet; got {type(pts).__name__}"
+                )
             if pts.dim != self.dim:
                 raise ValueError(
                     f"{name} is {pts.dim}-D but this DIConv was built with dim={self.dim}"

@@ -11,9 +11,11 @@ backward (torch's autograd through sparse values is 100–400× slower than the 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from .. import _compiled
 from ..neighbors import Stencil
 from ..points import PointSet
 
@@ -33,17 +35,42 @@ def _basis_product(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.einsum("kngc,kgco->ngo", z, weight).reshape(n, -1)
 
 
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _spmm(stencil: Stencil, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    """``S @ x`` (or ``S^T @ x``) for a contiguous 2-D ``x``: the compiled CPU kernel when
+    available, torch's sparse CSR product otherwise (GPU, other dtypes, no numba)."""
+    if x.device.type == "cpu" and _compiled.AVAILABLE and x.dtype in _NUMPY_DTYPES:
+        indptr, indices, values = stencil.arrays(_NUMPY_DTYPES[x.dtype], transpose)
+        return torch.from_numpy(_compiled.spmm(indptr, indices, values, x.detach().numpy()))
+    return stencil.tensors(x.device, x.dtype, transpose) @ x
+
+
+def _gather(values: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """Rows of ``values`` in the stencil's internal order."""
+    return values.contiguous() if order is None else values.index_select(0, order)
+
+
+def _scatter(dest: torch.Tensor, order: torch.Tensor | None, values: torch.Tensor) -> None:
+    """Write internal-order rows back to the point set's order."""
+    if order is None:
+        dest.copy_(values)
+    else:
+        dest.index_copy_(0, order, values)
+
+
 class _StencilConv(torch.autograd.Function):
     """y[t] = Σ_b (S @ x[t])_b W_b for every batch element t; backward by hand."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stencil: Stencil) -> torch.Tensor:
         n_basis, groups, cg, og = weight.shape
-        s = stencil.tensors(x.device, x.dtype)
+        in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
         out = x.new_empty(x.shape[0], stencil.n_out, groups * og)
         for t in range(x.shape[0]):  # one batch element at a time bounds the size of Z
-            z = (s @ x[t]).view(n_basis, stencil.n_out, groups, cg)
-            out[t] = _basis_product(z, weight)
+            z = _spmm(stencil, _gather(x[t], in_order)).view(n_basis, stencil.n_out, groups, cg)
+            _scatter(out[t], out_order, _basis_product(z, weight))
         ctx.save_for_backward(x, weight)
         ctx.stencil = stencil
         return out
@@ -55,16 +82,15 @@ class _StencilConv(torch.autograd.Function):
         stencil: Stencil = ctx.stencil
         n_basis, groups, cg, og = weight.shape
         n_out = stencil.n_out
+        in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
-        s = stencil.tensors(x.device, x.dtype)
-        s_t = stencil.tensors(x.device, x.dtype, transpose=True) if need_x else None
         for t in range(x.shape[0]):
-            g = grad_out[t].view(n_out, groups, og)
+            g = _gather(grad_out[t], out_order).view(n_out, groups, og)
             if need_w:
-                z = (s @ x[t]).view(n_basis, n_out, groups, cg)  # recomputed, not stored
+                z = _spmm(stencil, _gather(x[t], in_order))  # recomputed, not stored
+                z = z.view(n_basis, n_out, groups, cg)
                 if groups == 1:
                     for b in range(n_basis):
                         grad_w[b, 0].addmm_(z[b, :, 0].t(), g[:, 0])
@@ -75,7 +101,8 @@ class _StencilConv(torch.autograd.Function):
                     dz = torch.matmul(g[:, 0], weight[:, 0].transpose(1, 2))  # (K, N, Cg)
                 else:
                     dz = torch.einsum("ngo,kgco->kngc", g, weight)
-                grad_x[t] = s_t @ dz.reshape(n_basis * n_out, groups * cg)
+                dz = dz.reshape(n_basis * n_out, groups * cg)
+                _scatter(grad_x[t], in_order, _spmm(stencil, dz, transpose=True))
         return grad_x, grad_w, None
 
 

@@ -6,11 +6,11 @@ A DI kernel is K(δ) = Σ_b φ_b(δ) W_b. This module evaluates the basis φ_b o
 
 from __future__ import annotations
 
-from itertools import product
-
 import numpy as np
 
+from .. import _compiled
 from ..neighbors import Stencil, box_neighbors, stencil_cache
+from ..neighbors.search import CellLayout
 from ..points import PointSet
 
 __all__ = ["spline_support", "spline_basis", "spline_stencil"]
@@ -51,44 +51,72 @@ def spline_basis(offsets: np.ndarray, kernel_size, spacing, dilation):
     h = np.asarray(spacing, dtype=np.float64)
     dil = np.asarray(dilation, dtype=np.int64)
     strides = np.cumprod(np.concatenate([[1], ks[:0:-1]]))[::-1]
-    taps, vals = [], []
+    # Outer products over axes, built by broadcasting: (P, 2, 2, ...) -> (P, 2^d).
+    basis = np.zeros((n_pairs,) + (1,) * d, dtype=np.int64)
+    value = np.ones((n_pairs,) + (1,) * d, dtype=np.float64)
     for k in range(d):
-        pixels = offsets[:, k] / h[k]  # offset in units of h
-        centre = (ks[k] - 1) / 2.0
-        t0 = np.floor(pixels / dil[k] + centre).astype(np.int64)
-        axis_taps = np.stack([t0, t0 + 1], axis=1)  # (P, 2): the two nearest hat centres
-        e = pixels[:, None] - (axis_taps - centre) * dil[k]
+        taps, vals = _axis_hats(offsets[:, k], int(ks[k]), float(h[k]), int(dil[k]))
+        shape = (n_pairs,) + (1,) * k + (2,) + (1,) * (d - k - 1)
+        basis = basis + (taps * strides[k]).reshape(shape)
+        value = value * vals.reshape(shape)
+    value = value.reshape(-1)
+    kept = np.flatnonzero(value > 0.0)
+    return kept >> d, basis.reshape(-1).take(kept), value.take(kept)
+
+
+def _axis_hats(offset: np.ndarray, size: int, h: float, dil: int):
+    """The two nearest hat centres along one axis and the hat values there, ``(P, 2)`` each;
+    a tap outside the kernel gets value 0."""
+    centre = (size - 1) / 2.0
+    tol = _SNAP / h
+    if dil == 1:
+        u = offset / h + centre  # lattice coordinate
+        t0 = np.floor(u)
+        frac = u - t0
+        frac[frac < tol] = 0.0
+        frac[frac > 1.0 - tol] = 1.0
+        vals = np.stack([1.0 - frac, frac], axis=1)
+    else:
+        pixels = offset / h
+        t0 = np.floor(pixels / dil + centre)
+        e = pixels[:, None] - (t0[:, None] + np.array([0.0, 1.0]) - centre) * dil
         nearest = np.rint(e)
-        e = np.where(np.abs(e - nearest) < _SNAP / h[k], nearest, e)
-        v = np.clip(1.0 - np.abs(e), 0.0, None)
-        v[(axis_taps < 0) | (axis_taps >= ks[k])] = 0.0
-        taps.append(axis_taps)
-        vals.append(v)
-    combos = np.array(list(product((0, 1), repeat=d)), dtype=np.int64)  # (2^d, d)
-    basis = np.zeros((n_pairs, len(combos)), dtype=np.int64)
-    value = np.ones((n_pairs, len(combos)), dtype=np.float64)
-    for k in range(d):
-        basis += taps[k][:, combos[:, k]] * strides[k]
-        value *= vals[k][:, combos[:, k]]
-    keep = value.reshape(-1) > 0.0
-    pair = np.repeat(np.arange(n_pairs, dtype=np.int64), len(combos))[keep]
-    return pair, basis.reshape(-1)[keep], value.reshape(-1)[keep]
+        e = np.where(np.abs(e - nearest) < tol, nearest, e)
+        vals = np.clip(1.0 - np.abs(e), 0.0, None)
+    taps = t0.astype(np.int64)[:, None] + np.array([0, 1])
+    vals[(taps < 0) | (taps >= size)] = 0.0
+    return taps, vals
 
 
 def _build_spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size, spacing,
-                          dilation) -> Stencil:
-    neighbors = box_neighbors(
-        points_out.coords, points_in.coords, spline_support(kernel_size, spacing, dilation)
-    )
+                          dilation, compiled: bool | None = None) -> Stencil:
+    """Build the stencil; ``compiled=None`` uses the numba kernel when it is available,
+    ``False`` forces the numpy path (the reference the compiled one is tested against)."""
+    radius = spline_support(kernel_size, spacing, dilation)
+    y = points_in.coords.double().cpu().numpy()
+    x = y if points_out is points_in else points_out.coords.double().cpu().numpy()
+    # Both sets in a spatially coherent (cell) order: cache-friendly sparse products.
+    layout = CellLayout.for_search(x, y, radius)
+    in_keys = layout.keys(y)
+    in_order = np.argsort(in_keys, kind="stable")
+    out_order = in_order if x is y else np.argsort(layout.keys(x), kind="stable")
+    y, x = y[in_order], x[out_order]
+    # Quadrature weight of the input point, and the 1/h^d that makes W_b a conv2d weight.
+    weights = points_in.weights.double().cpu().numpy()[in_order] / float(np.prod(spacing))
+    n_out, n_basis = len(x), int(np.prod(kernel_size))
+    if compiled is None:
+        compiled = _compiled.AVAILABLE
+    if compiled:
+        indptr, indices, values = _compiled.spline_stencil_csr(
+            x, y, in_keys[in_order], weights, layout, kernel_size, spacing, dilation, _SNAP,
+        )
+        return Stencil(indptr, indices, values, n_out, len(y), n_basis, in_order, out_order)
+    neighbors = box_neighbors(x, y, radius)
     pair, basis, value = spline_basis(neighbors.offsets, kernel_size, spacing, dilation)
     cols = neighbors.cols[pair]
-    # Quadrature weight of the input point, and the 1/h^d that makes W_b a conv2d weight.
-    weights = points_in.weights.double().cpu().numpy()
-    value *= weights[cols] / float(np.prod(spacing))
-    return Stencil.from_entries(
-        neighbors.rows[pair], basis, cols, value,
-        n_out=len(points_out), n_in=len(points_in), n_basis=int(np.prod(kernel_size)),
-    )
+    value *= weights[cols]
+    return Stencil.from_entries(neighbors.rows[pair], basis, cols, value, n_out, len(y),
+                                n_basis, in_order, out_order)
 
 
 def spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size, spacing,

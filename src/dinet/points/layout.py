@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .generators import grid_axes
+from .generators import _coarse_to_fine_order, grid_axes
 from .pointset import PointSet
 
 __all__ = ["lattice_index", "image_to_values", "values_to_image"]
@@ -14,6 +14,10 @@ __all__ = ["lattice_index", "image_to_values", "values_to_image"]
 def lattice_index(points: PointSet) -> torch.Tensor:
     """Row-major flat index of every point of a grid-structured set in its lattice, ``(N,)``."""
     axes = grid_axes(points)
+    if points.kind == "jittered":
+        # Jittered points are off the lattice, so their coordinates do not say which pixel
+        # they stand for; they keep the grid's coarse-to-fine storage order (prefixes too).
+        return torch.from_numpy(_coarse_to_fine_order(points.shape))
     c = points.coords.double().cpu().numpy()
     flat = np.zeros(len(points), dtype=np.int64)
     for k, (axis, size) in enumerate(zip(axes, points.shape, strict=True)):

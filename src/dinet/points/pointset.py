@@ -66,7 +66,9 @@ class PointSet:
             )
         n, d = coords.shape
         if n == 0:
-            raise ValueError("PointSet is empty (N = 0) — a discretization needs at least one point")
+            raise ValueError(
+                "PointSet is empty (N = 0) — a discretization needs at least one point"
+            )
         if d < 1:
             raise ValueError("PointSet coords have zero columns — pass (N, d) with d >= 1")
         if weights.shape != (n,):

@@ -1,0 +1,1 @@
+"""Benchmarks that write their results to files (``dinet bench``)."""
