@@ -97,8 +97,10 @@ class _StencilConv(torch.autograd.Function):
                 else:
                     grad_w += torch.einsum("kngc,ngo->kgco", z, g)
             if need_x:
-                if groups == 1:
-                    dz = torch.matmul(g[:, 0], weight[:, 0].transpose(1, 2))  # (K, N, Cg)
+                if groups == 1:  # one GEMM per basis function into its slice of dZ
+                    dz = x.new_empty(n_basis, n_out, cg)
+                    for b in range(n_basis):
+                        torch.mm(g[:, 0], weight[b, 0].t(), out=dz[b])
                 else:
                     dz = torch.einsum("ngo,kgco->kngc", g, weight)
                 dz = dz.reshape(n_basis * n_out, groups * cg)
