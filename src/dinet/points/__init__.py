@@ -6,9 +6,7 @@ from .generators import (
     grid_axes,
     halton,
     jittered_grid,
-    knn_weights,
     lattice,
-    lattice_weights,
     masked,
     random,
     shrunk,
@@ -16,6 +14,7 @@ from .generators import (
 )
 from .layout import image_to_values, lattice_index, values_to_image
 from .pointset import PointSet
+from .weights import knn_weights, lattice_weights, shrunk_weights
 
 __all__ = [
     "PointSet",
@@ -32,6 +31,7 @@ __all__ = [
     "masked",
     "random",
     "shrunk",
+    "shrunk_weights",
     "sobol",
     "values_to_image",
 ]

@@ -11,10 +11,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from scipy.stats import qmc
 
 from .pointset import PointSet
+from .weights import (
+    axis_spacing,
+    coarse_to_fine_order,
+    knn_weights,
+    shrunk_weights,
+)
 
 __all__ = [
     "sobol",
@@ -26,8 +31,6 @@ __all__ = [
     "jittered_grid",
     "masked",
     "from_coords",
-    "knn_weights",
-    "lattice_weights",
     "grid_axes",
 ]
 
@@ -117,60 +120,6 @@ def shrunk(n: int, dim: int = 2, seed: int | None = None) -> PointSet:
     return PointSet(coords, shrunk_weights(coords), "shrunk", weight_method="density")
 
 
-def shrunk_weights(coords: np.ndarray) -> np.ndarray:
-    """Inverse density weights of :func:`shrunk` points (float64), Π_k 4√|t_k| / N."""
-    coords = np.asarray(coords, dtype=np.float64)
-    weights = np.prod(4.0 * np.sqrt(np.abs(coords)), axis=1) / len(coords)
-    # A coordinate of exactly 0 has zero weight in the limit; keep weights positive.
-    return np.maximum(weights, np.finfo(np.float32).tiny)
-
-
-def _coarse_to_fine_order(shape: tuple[int, ...]) -> np.ndarray:
-    """Flat (row-major) indices of a lattice, coarse levels first.
-
-    A multi-index belongs to level k when every index is ≡ 0 mod 2^k; sorting by level
-    (descending, stable) makes each prefix of Π⌈s/2^k⌉ points the sub-grid of level ≥ k.
-    """
-    idx = np.indices(shape).reshape(len(shape), -1)
-    max_level = int(np.ceil(np.log2(max(shape)))) + 1
-    level = np.full(idx.shape[1], max_level, dtype=np.int64)
-    for axis_idx in idx:
-        v2 = np.full(axis_idx.shape, max_level, dtype=np.int64)
-        nz = axis_idx > 0
-        # 2-adic valuation: index of the lowest set bit
-        v2[nz] = np.log2(axis_idx[nz] & -axis_idx[nz]).astype(np.int64)
-        level = np.minimum(level, v2)
-    return np.argsort(-level, kind="stable")
-
-
-def _lattice_prefix_shape(shape: tuple[int, ...], m: int) -> tuple[int, ...] | None:
-    """The coarser-level shape holding ``m`` points, or ``None`` if no level has ``m``."""
-    while True:
-        if int(np.prod(shape)) == m:
-            return shape
-        if all(s == 1 for s in shape):
-            return None
-        shape = tuple((s + 1) // 2 for s in shape)
-
-
-def _axis_spacing(axis_coords: np.ndarray, size: int) -> float:
-    """Spacing of one lattice axis; a single row covers the whole axis (spacing 2)."""
-    if size == 1:
-        return 2.0
-    return float((axis_coords.max() - axis_coords.min()) / (size - 1))
-
-
-def lattice_weights(coords, shape: Sequence[int]) -> torch.Tensor:
-    """Cell volume Π_k spacing_k of an axis-aligned lattice, one weight per point.
-
-    For pixel-centre grids this is exactly 2^d / N.
-    """
-    c = coords.double().cpu().numpy() if isinstance(coords, torch.Tensor) else np.asarray(coords)
-    volume = np.prod([_axis_spacing(c[:, k], s) for k, s in enumerate(shape)])
-    device = coords.device if isinstance(coords, torch.Tensor) else None
-    return torch.full((len(c),), volume, dtype=torch.float32, device=device)
-
-
 def lattice(axes: Sequence[Sequence[float]], kind: str = "grid") -> PointSet:
     """An axis-aligned lattice with the given per-axis coordinates, stored coarse to fine.
 
@@ -185,8 +134,8 @@ def lattice(axes: Sequence[Sequence[float]], kind: str = "grid") -> PointSet:
         if len(a) > 2 and not np.allclose(np.diff(a), a[1] - a[0], rtol=1e-6, atol=1e-9):
             raise ValueError(f"lattice axis {k} is not evenly spaced: {a}")
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
-    coords = mesh[_coarse_to_fine_order(shape)]
-    volume = np.prod([_axis_spacing(a, len(a)) for a in axes])
+    coords = mesh[coarse_to_fine_order(shape)]
+    volume = np.prod([axis_spacing(a, len(a)) for a in axes])
     return PointSet(coords, np.full(len(coords), volume), kind, shape, weight_method="lattice")
 
 
@@ -249,33 +198,6 @@ def masked(points: PointSet, mask_fn: Callable[[torch.Tensor], torch.Tensor]) ->
     )
 
 
-def knn_weights(coords, k: int = 8) -> torch.Tensor:
-    """k-nearest-neighbour volume estimate of quadrature weights, correct at the boundary.
-
-    Each point's weight is V / k where V is the volume of the smallest cube (L∞ ball) centred
-    on it that holds its k nearest neighbours, clipped to the domain [-1, 1]^d: clipping is
-    what keeps points near the boundary from being over-weighted. E[V / k] is the inverse of
-    the sampling density times 1/N, the weight of a point in an importance-sampling sum.
-    """
-    tensor_in = isinstance(coords, torch.Tensor)
-    c = coords.detach().double().cpu().numpy() if tensor_in else np.asarray(coords, np.float64)
-    n, d = c.shape
-    if n == 1:
-        weights = np.full(1, 2.0**d)
-    else:
-        k = min(k, n - 1)
-        dist, _ = cKDTree(c).query(c, k=k + 1, p=np.inf)
-        radius = dist[:, -1]
-        # Duplicated points would give zero volume: fall back to the smallest positive radius.
-        positive = radius[radius > 0]
-        floor = positive.min() if positive.size else 1.0
-        radius = np.maximum(radius, floor)[:, None]
-        extent = np.minimum(c + radius, 1.0) - np.maximum(c - radius, -1.0)
-        weights = np.prod(extent, axis=1) / k
-    out = torch.as_tensor(weights, dtype=torch.float32)
-    return out.to(coords.device) if tensor_in else out
-
-
 def from_coords(coords, weights: str | Sequence[float] | torch.Tensor = "knn") -> PointSet:
     """A point set from your own coordinates in [-1, 1]^d.
 
@@ -285,8 +207,9 @@ def from_coords(coords, weights: str | Sequence[float] | torch.Tensor = "knn") -
             (see :func:`knn_weights`); ``"uniform"`` assumes uniform sampling (2^d / N);
             or an explicit ``(N,)`` array of positive weights.
     """
-    c = torch.as_tensor(np.asarray(coords.detach().cpu() if isinstance(coords, torch.Tensor)
-                                   else coords), dtype=torch.float64)
+    if isinstance(coords, torch.Tensor):
+        coords = coords.detach().cpu()
+    c = torch.as_tensor(np.asarray(coords, dtype=np.float64))
     if c.ndim != 2 or c.shape[0] == 0:
         raise ValueError(f"coords must have shape (N, d) with N >= 1; got {tuple(c.shape)}")
     if isinstance(weights, str):

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from .generators import _coarse_to_fine_order, grid_axes
 from .pointset import PointSet
+from .weights import coarse_to_fine_order
 
 __all__ = ["lattice_index", "image_to_values", "values_to_image"]
 
 
 def lattice_index(points: PointSet) -> torch.Tensor:
-    """Row-major flat index of every point of a grid-structured set in its lattice, ``(N,)``."""
-    axes = grid_axes(points)
-    if points.kind == "jittered":
-        # Jittered points are off the lattice, so their coordinates do not say which pixel
-        # they stand for; they keep the grid's coarse-to-fine storage order (prefixes too).
-        return torch.from_numpy(_coarse_to_fine_order(points.shape))
-    c = points.coords.double().cpu().numpy()
-    flat = np.zeros(len(points), dtype=np.int64)
-    for k, (axis, size) in enumerate(zip(axes, points.shape, strict=True)):
-        step = (axis[-1] - axis[0]) / (size - 1) if size > 1 else 1.0
-        idx = np.rint((c[:, k] - axis[0]) / step).astype(np.int64)
-        flat = flat * size + idx
-    return torch.from_numpy(flat)
+    """Row-major flat index, in its lattice, of every point of a grid-structured set, ``(N,)``.
+
+    Grid-structured sets (grids, lattices, jittered grids and their prefixes) are stored
+    coarse to fine, so this is their storage order; jittered points, which sit off the
+    lattice, are placed by it too.
+    """
+    if points.shape is None:
+        raise ValueError(f"{points.kind} point set has no grid shape; pass a grid or lattice")
+    return torch.from_numpy(coarse_to_fine_order(points.shape))
 
 
 def image_to_values(image: torch.Tensor, points: PointSet) -> torch.Tensor:

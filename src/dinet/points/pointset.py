@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .weights import knn_weights, lattice_weights, prefix_shape
+
 __all__ = ["PointSet"]
 
 # How the quadrature weights of a point set were obtained; decides how `prefix` re-weights.
@@ -174,11 +176,9 @@ class PointSet:
         m = int(m)
         if m == n:
             return self
-        from .generators import _lattice_prefix_shape, knn_weights  # avoid an import cycle
-
         shape = None
         if self.shape is not None:
-            shape = _lattice_prefix_shape(self.shape, m)
+            shape = prefix_shape(self.shape, m)
             if shape is None:
                 raise ValueError(
                     f"prefix({m}) of a {self.kind} {self.shape} is not a coarser grid; valid "
@@ -190,8 +190,6 @@ class PointSet:
         elif self.weight_method == "knn":
             weights = knn_weights(coords)
         elif self.weight_method == "lattice":
-            from .generators import lattice_weights
-
             weights = lattice_weights(coords, shape)
         else:
             weights = self.weights[:m] * (n / m)
