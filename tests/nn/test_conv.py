@@ -183,6 +183,7 @@ def test_invariance_across_discretizations():
     conv = DIConv(2, 4, 3, spacing=0.1).double()
     query = P.sobol(256, 2, seed=7)
 
+    @torch.no_grad()
     def output(points):
         return conv(_smooth_field(points.coords)[None], points, query)[0]
 
