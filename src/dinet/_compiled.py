@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "spline_stencil_csr", "spmm"]
+__all__ = ["AVAILABLE", "sddmm_add", "spline_stencil_csr", "spmm"]
 
 try:  # pragma: no cover - exercised by whichever branch the machine has
     if os.environ.get("DINET_DISABLE_NUMBA", "") not in ("", "0"):
@@ -128,6 +128,17 @@ if AVAILABLE:
                 for c in range(channels):
                     out[r, c] += v * x[j, c]
 
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _sddmm_kernel(indptr, indices, a, b, out):
+        channels = a.shape[1]
+        for r in prange(len(indptr) - 1):
+            for p in range(indptr[r], indptr[r + 1]):
+                j = indices[p]
+                acc = 0.0
+                for c in range(channels):
+                    acc += a[r, c] * b[j, c]
+                out[p] += acc
+
 
 def spline_stencil_csr(out_coords, in_coords, in_keys, in_weights, layout, kernel_size, spacing,
                        dilation, snap):
@@ -172,4 +183,12 @@ def spmm(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, x: np.ndar
     if out is None:
         out = np.empty((len(indptr) - 1, x.shape[1]), dtype=x.dtype)
     _spmm_kernel(indptr, indices, values, x, out)
+    return out
+
+
+def sddmm_add(indptr: np.ndarray, indices: np.ndarray, a: np.ndarray, b: np.ndarray,
+              out: np.ndarray) -> np.ndarray:
+    """``out[e] += a[row(e)] · b[indices[e]]`` for every entry e of a CSR structure: the
+    gradient of ``S @ b`` with respect to S's values, given ``a`` = the output gradient."""
+    _sddmm_kernel(indptr, indices, a, b, out)
     return out

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
 import dinet.points as P
 from dinet import _compiled
 from dinet.neighbors import stencil_cache
 from dinet.nn import DIConv, reference_conv, stencil_conv
+from dinet.nn.functional import spline_reference_basis
 
 TOL = 1e-5  # max abs error relative to max |output|, as the issue asks
 
@@ -140,7 +142,9 @@ def test_sparse_equals_reference_on_random_points(dim, groups):
     out = conv(x, pin, pout)
     x_ref = x.detach().clone().requires_grad_(True)
     w_ref = conv.weight.detach().clone().requires_grad_(True)
-    ref = reference_conv(x_ref, w_ref, pin, pout, conv.spacing, conv.dilation) + conv.bias
+    basis = spline_reference_basis(conv.kernel_size, conv.spacing, conv.dilation)
+    ref = reference_conv(x_ref, w_ref, pin, pout, basis, conv.support,
+                         1 / math.prod(conv.spacing)) + conv.bias
     assert _rel_err(out, ref) < 1e-12
     upstream = torch.randn_like(ref)
     (out * upstream).sum().backward()
@@ -234,7 +238,7 @@ def test_bad_input_messages():
         DIConv(1, 1, 3, spacing=(0.1, 0.1, 0.1))
     with pytest.raises(ValueError, match="divisible by groups"):
         DIConv(3, 4, 3, spacing=0.1, groups=2)
-    with pytest.raises(ValueError, match="kernel family"):
+    with pytest.raises(ValueError, match="kernel family.*spline, mlp"):
         DIConv(1, 1, 3, spacing=0.1, kernel="gaussian")
     with pytest.raises(ValueError, match="kernel_size"):
         DIConv(1, 1, 0, spacing=0.1)
@@ -307,3 +311,46 @@ def test_torch_sparse_fallback_equals_compiled(monkeypatch):
     assert _rel_err(out2, out) < 1e-5
     assert _rel_err(x.grad, grads[0]) < 1e-5
     assert _rel_err(conv.weight.grad, grads[1]) < 1e-5
+
+
+def _mlp_case(dtype, groups=1, seed=0):
+    torch.manual_seed(seed)
+    pin, pout = P.random(60, 2, seed=seed), P.sobol(30, 2, seed=seed + 1)
+    conv = DIConv(2, 4, 3, spacing=0.25, kernel="mlp", n_basis=3, hidden=8, groups=groups)
+    return conv.to(dtype), torch.randn(2, 60, 2, dtype=dtype), pin, pout
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_mlp_kernel_matches_reference(groups):
+    conv, x, pin, pout = _mlp_case(torch.float64, groups)
+    x.requires_grad_(True)
+    out = conv(x, pin, pout)
+    radius = torch.tensor(conv.support, dtype=torch.float64)
+    x_ref = x.detach().clone().requires_grad_(True)
+    ref = reference_conv(x_ref, conv.weight, pin, pout, lambda d: conv.basis(d / radius),
+                         conv.support, 1 / math.prod(conv.spacing)) + conv.bias
+    assert _rel_err(out, ref) < 1e-12
+    upstream = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * upstream).sum(), [x, *conv.parameters()])
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), [x_ref, *conv.parameters()])
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert _rel_err(g, r) < 1e-10
+
+
+def test_mlp_kernel_gradcheck_float64():
+    """Gradients reach x, the weights and the basis MLP through the sparse values."""
+    conv, x, pin, pout = _mlp_case(torch.float64)
+    names = [name for name, _ in conv.named_parameters()]
+
+    def fn(x, *params):
+        return functional_call(conv, dict(zip(names, params, strict=True)), (x, pin, pout))
+
+    inputs = (x.requires_grad_(True),
+              *[p.detach().clone().requires_grad_(True) for p in conv.parameters()])
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_mlp_kernel_weight_shape_and_repr():
+    conv = DIConv(4, 8, 3, spacing=0.1, kernel="mlp", n_basis=16)
+    assert conv.weight.shape == (8, 4, 16) and conv.n_basis == 16
+    assert "kernel='mlp'" in repr(conv) and "n_basis=16" in repr(conv)

@@ -32,7 +32,8 @@ class Stencil:
     Args:
         indptr: ``(n_basis * n_out + 1,)`` CSR row pointers.
         indices: ``(nnz,)`` input positions.
-        values: ``(nnz,)`` float64 values.
+        values: ``(nnz,)`` float64 values, or ``None`` for a stencil whose values are
+            computed at every call (learned kernels); only its structure is then fixed.
         n_out, n_in, n_basis: the matrix is ``(n_basis * n_out, n_in)``.
         in_order, out_order: ``(n_in,)`` / ``(n_out,)`` permutations, or ``None``.
     """
@@ -41,14 +42,14 @@ class Stencil:
                  in_order=None, out_order=None) -> None:
         self.indptr = np.asarray(indptr, dtype=np.int64)
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.values = np.asarray(values, dtype=np.float64)
+        self.values = None if values is None else np.asarray(values, dtype=np.float64)
         self.n_out, self.n_in, self.n_basis = int(n_out), int(n_in), int(n_basis)
         if len(self.indptr) != self.n_basis * self.n_out + 1:
             raise ValueError("Stencil indptr does not match n_basis * n_out rows")
         self.in_order = None if in_order is None else np.asarray(in_order, dtype=np.int64)
         self.out_order = None if out_order is None else np.asarray(out_order, dtype=np.int64)
         self._cache: dict[tuple, object] = {}
-        self._lock = threading.RLock()  # arrays() is called inside tensors()
+        self._lock = threading.RLock()  # cached builders call each other
 
     @classmethod
     def from_entries(
@@ -85,12 +86,14 @@ class Stencil:
         return (self.n_basis * self.n_out, self.n_in)
 
     def nbytes(self) -> int:
-        """Host memory held by the CSR arrays (float64 values, int64 indices)."""
-        return self.indptr.nbytes + self.indices.nbytes + self.values.nbytes
+        """Host memory held by the CSR arrays (int64 indices, float64 values if fixed)."""
+        total = self.indptr.nbytes + self.indices.nbytes
+        return total + (0 if self.values is None else self.values.nbytes)
 
-    def scipy(self) -> sp.csr_matrix:
+    def scipy(self, values=None) -> sp.csr_matrix:
         """S as a scipy CSR matrix (float64), in the stencil's internal point order."""
-        return sp.csr_matrix((self.values, self.indices, self.indptr), shape=self.shape)
+        values = self.values if values is None else np.asarray(values, dtype=np.float64)
+        return sp.csr_matrix((values, self.indices, self.indptr), shape=self.shape)
 
     def _cached(self, key, make):
         with self._lock:
@@ -98,33 +101,67 @@ class Stencil:
                 self._cache[key] = make()
             return self._cache[key]
 
-    def arrays(self, dtype=np.float64, transpose: bool = False):
-        """``(indptr, indices, values)`` numpy arrays of S (or S^T), values in ``dtype``."""
-        dtype = np.dtype(dtype)
+    def structure(self, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)`` of S, or of S^T when ``transpose``."""
+        if not transpose:
+            return self.indptr, self.indices
+        indptr, indices, _ = self.transpose_structure()
+        return indptr, indices
 
+    def transpose_structure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(indptr, indices, perm)`` of S^T: entry e of S^T is entry ``perm[e]`` of S.
+
+        Built once by scipy's CSR → CSC conversion (a counting sort) on entry numbers, so
+        S^T's values for any values of S are ``values[perm]``.
+        """
         def make():
-            if transpose:
-                t = self.scipy().tocsc()  # CSC of S is CSR of S^T: a counting sort, O(nnz)
-                base = (t.indptr.astype(np.int64), t.indices.astype(np.int64), t.data)
+            entries = np.arange(self.nnz, dtype=np.int64)
+            t = sp.csr_matrix((entries, self.indices, self.indptr), shape=self.shape).tocsc()
+            return t.indptr.astype(np.int64), t.indices.astype(np.int64), t.data
+
+        return self._cached(("transpose",), make)
+
+    def index_tensor(self, name: str, device) -> torch.Tensor:
+        """A cached int64 tensor on ``device``: ``"indptr"``, ``"indices"``, their transposed
+        versions ``"indptr_t"``, ``"indices_t"``, ``"perm_t"``, or ``"rows"`` (the row of
+        every entry)."""
+        def make():
+            if name == "rows":
+                array = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+            elif name in ("indptr", "indices"):
+                array = getattr(self, name)
             else:
-                base = (self.indptr, self.indices, self.values)
-            return base[0], base[1], base[2].astype(dtype, copy=False)
+                indptr_t, indices_t, perm = self.transpose_structure()
+                array = {"indptr_t": indptr_t, "indices_t": indices_t, "perm_t": perm}[name]
+            return torch.from_numpy(array).to(device)
 
-        return self._cached(("arrays", dtype.str, transpose), make)
+        return self._cached(("index", name, torch.device(device)), make)
 
-    def tensors(self, device, dtype, transpose: bool = False) -> torch.Tensor:
-        """S (or S^T when ``transpose``) as a torch sparse CSR tensor on ``device``."""
-        def make():
-            indptr, indices, values = self.arrays(np.float64, transpose)
-            shape = (self.n_in, self.shape[0]) if transpose else self.shape
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                return torch.sparse_csr_tensor(
-                    torch.from_numpy(indptr), torch.from_numpy(indices),
-                    torch.from_numpy(values).to(dtype), size=shape, check_invariants=False,
-                ).to(device)
+    def value_tensor(self, device, dtype) -> torch.Tensor:
+        """The fixed values as a cached tensor (stencils whose values are learned have none)."""
+        if self.values is None:
+            raise ValueError("this stencil has no fixed values; pass the values to use")
+        return self._cached(("values", torch.device(device), dtype),
+                            lambda: torch.from_numpy(self.values).to(device=device, dtype=dtype))
 
-        return self._cached(("tensors", torch.device(device), dtype, transpose), make)
+    def tensors(self, device, dtype, transpose: bool = False, values=None) -> torch.Tensor:
+        """S (or S^T when ``transpose``) as a torch sparse CSR tensor on ``device``.
+
+        ``values`` (a tensor in S's entry order) replaces the fixed values.
+        """
+        if values is None:
+            values = self.value_tensor(device, dtype)
+        if transpose:
+            values = values[self.index_tensor("perm_t", device)]
+            crow, col = self.index_tensor("indptr_t", device), self.index_tensor("indices_t", device)
+            shape = (self.n_in, self.shape[0])
+        else:
+            crow, col = self.index_tensor("indptr", device), self.index_tensor("indices", device)
+            shape = self.shape
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, col, values.to(dtype), size=shape,
+                                           check_invariants=False)
 
     def order(self, which: str, device) -> torch.Tensor | None:
         """``in_order`` or ``out_order`` as a torch index tensor on ``device`` (or ``None``)."""

@@ -1,15 +1,19 @@
-"""Functional forms of DI convolution: the sparse fast path and a readable reference.
+"""Functional forms of the sparse DI operators, and a readable reference convolution.
 
-Both compute, for every output point x_i,
+A DI convolution computes, for every output point x_i,
 
     y_i = Σ_j w_j K(y_j − x_i) f(y_j),   K(δ) = Σ_b φ_b(δ) W_b,
 
-the fast one as ``Z = S @ X`` (one sparse matmul, :class:`~dinet.neighbors.Stencil`) followed
-by a dense product with the weights, inside an autograd Function with a hand-written
-backward (torch's autograd through sparse values is 100–400× slower than the forward).
+as ``Z = S @ X`` (one sparse matmul with a :class:`~dinet.neighbors.Stencil`) followed by a
+dense product with the weights, inside an autograd Function with a hand-written backward
+(torch's autograd through sparse values is 100–400× slower than the forward). The stencil's
+values may be fixed (spline kernels, pooling, resampling) or a tensor computed at every call
+(learned MLP kernels), whose gradient is a sampled dense-dense product (SDDMM).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,32 +23,41 @@ from .. import _compiled
 from ..neighbors import Stencil
 from ..points import PointSet
 
-__all__ = ["stencil_conv", "reference_conv"]
-
-
-def _basis_product(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Σ_b Z_b W_b for ``z (K, N, G, Cg)`` and ``weight (K, G, Cg, Og)`` → ``(N, G·Og)``."""
-    n_basis, n, groups, _ = z.shape
-    if groups == 1:
-        # One GEMM per basis function, accumulated in place; as fast as a single im2col GEMM
-        # and needs no permuted copy of Z.
-        out = z.new_zeros(n, weight.shape[-1])
-        for b in range(n_basis):
-            out.addmm_(z[b, :, 0], weight[b, 0])
-        return out
-    return torch.einsum("kngc,kgco->ngo", z, weight).reshape(n, -1)
-
+__all__ = ["reference_conv", "sparse_matmul", "stencil_conv"]
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_SDDMM_CHUNK = 1 << 18  # entries per chunk in the torch fallback, to bound its memory
 
 
-def _spmm(stencil: Stencil, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-    """``S @ x`` (or ``S^T @ x``) for a contiguous 2-D ``x``: the compiled CPU kernel when
-    available, torch's sparse CSR product otherwise (GPU, other dtypes, no numba)."""
-    if x.device.type == "cpu" and _compiled.AVAILABLE and x.dtype in _NUMPY_DTYPES:
-        indptr, indices, values = stencil.arrays(_NUMPY_DTYPES[x.dtype], transpose)
-        return torch.from_numpy(_compiled.spmm(indptr, indices, values, x.detach().numpy()))
-    return stencil.tensors(x.device, x.dtype, transpose) @ x
+def _use_compiled(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and _compiled.AVAILABLE and x.dtype in _NUMPY_DTYPES
+
+
+def _spmm(stencil: Stencil, values: torch.Tensor, x: torch.Tensor,
+          transpose: bool = False) -> torch.Tensor:
+    """``S @ x`` (or ``S^T @ x``) for a contiguous 2-D ``x`` and S's ``values`` (in S's entry
+    order): the compiled CPU kernel when available, torch's sparse CSR product otherwise."""
+    if _use_compiled(x):
+        indptr, indices = stencil.structure(transpose)
+        v = values.detach()
+        if transpose:
+            v = v[stencil.index_tensor("perm_t", v.device)]
+        return torch.from_numpy(_compiled.spmm(indptr, indices, v.numpy(), x.detach().numpy()))
+    return stencil.tensors(x.device, x.dtype, transpose, values=values.detach()) @ x
+
+
+def _sddmm_add(stencil: Stencil, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[e] += a[row(e)] · b[col(e)]`` over the entries of S (the gradient of S's
+    values for ``S @ b`` when ``a`` is the gradient of the product)."""
+    if _use_compiled(a):
+        _compiled.sddmm_add(stencil.indptr, stencil.indices, a.detach().numpy(),
+                            b.detach().numpy(), out.numpy())
+        return
+    rows = stencil.index_tensor("rows", a.device)
+    cols = stencil.index_tensor("indices", a.device)
+    for start in range(0, stencil.nnz, _SDDMM_CHUNK):
+        part = slice(start, start + _SDDMM_CHUNK)
+        out[part] += (a[rows[part]] * b[cols[part]]).sum(dim=1)
 
 
 def _gather(values: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
@@ -60,43 +73,58 @@ def _scatter(dest: torch.Tensor, order: torch.Tensor | None, values: torch.Tenso
         dest.index_copy_(0, order, values)
 
 
+def _basis_product(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ_b Z_b W_b for ``z (K, N, G, Cg)`` and ``weight (K, G, Cg, Og)`` → ``(N, G·Og)``."""
+    n_basis, n, groups, _ = z.shape
+    if groups == 1:
+        # One GEMM per basis function, accumulated in place; as fast as a single im2col GEMM
+        # and needs no permuted copy of Z.
+        out = z.new_zeros(n, weight.shape[-1])
+        for b in range(n_basis):
+            out.addmm_(z[b, :, 0], weight[b, 0])
+        return out
+    return torch.einsum("kngc,kgco->ngo", z, weight).reshape(n, -1)
+
+
 class _StencilConv(torch.autograd.Function):
     """y[t] = Σ_b (S @ x[t])_b W_b for every batch element t; backward by hand."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+    def forward(ctx, x, weight, values, stencil: Stencil):
         n_basis, groups, cg, og = weight.shape
         in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
         out = x.new_empty(x.shape[0], stencil.n_out, groups * og)
         for t in range(x.shape[0]):  # one batch element at a time bounds the size of Z
-            z = _spmm(stencil, _gather(x[t], in_order)).view(n_basis, stencil.n_out, groups, cg)
-            _scatter(out[t], out_order, _basis_product(z, weight))
-        ctx.save_for_backward(x, weight)
+            z = _spmm(stencil, values, _gather(x[t], in_order))
+            _scatter(out[t], out_order,
+                     _basis_product(z.view(n_basis, stencil.n_out, groups, cg), weight))
+        ctx.save_for_backward(x, weight, values)
         ctx.stencil = stencil
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
+    def backward(ctx, grad_out):
+        x, weight, values = ctx.saved_tensors
         stencil: Stencil = ctx.stencil
         n_basis, groups, cg, og = weight.shape
         n_out = stencil.n_out
         in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_x, need_w, need_v = ctx.needs_input_grad[:3]
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
+        grad_v = torch.zeros_like(values) if need_v else None
         for t in range(x.shape[0]):
             g = _gather(grad_out[t], out_order).view(n_out, groups, og)
+            x_t = _gather(x[t], in_order) if (need_w or need_v) else None
             if need_w:
-                z = _spmm(stencil, _gather(x[t], in_order))  # recomputed, not stored
-                z = z.view(n_basis, n_out, groups, cg)
+                z = _spmm(stencil, values, x_t).view(n_basis, n_out, groups, cg)  # recomputed
                 if groups == 1:
                     for b in range(n_basis):
                         grad_w[b, 0].addmm_(z[b, :, 0].t(), g[:, 0])
                 else:
                     grad_w += torch.einsum("kngc,ngo->kgco", z, g)
-            if need_x:
+            if need_x or need_v:
                 if groups == 1:  # one GEMM per basis function into its slice of dZ
                     dz = x.new_empty(n_basis, n_out, cg)
                     for b in range(n_basis):
@@ -104,22 +132,64 @@ class _StencilConv(torch.autograd.Function):
                 else:
                     dz = torch.einsum("ngo,kgco->kngc", g, weight)
                 dz = dz.reshape(n_basis * n_out, groups * cg)
-                _scatter(grad_x[t], in_order, _spmm(stencil, dz, transpose=True))
-        return grad_x, grad_w, None
+                if need_x:
+                    _scatter(grad_x[t], in_order, _spmm(stencil, values, dz, transpose=True))
+                if need_v:
+                    _sddmm_add(stencil, dz, x_t, grad_v)
+        return grad_x, grad_w, grad_v, None
 
 
-def stencil_conv(x: torch.Tensor, weight: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+def stencil_conv(x: torch.Tensor, weight: torch.Tensor, stencil: Stencil,
+                 values: torch.Tensor | None = None) -> torch.Tensor:
     """Sparse DI convolution without bias.
 
     Args:
         x: ``(B, N_in, C_in)`` values on the stencil's input points.
         weight: ``(K, G, C_in/G, C_out/G)`` one coefficient matrix per basis function and group.
         stencil: the sparse integration matrix from the input to the output points.
+        values: ``(nnz,)`` values of S in its entry order, when they are computed (and
+            learned) rather than fixed in the stencil; gradients flow into them.
 
     Returns:
         ``(B, N_out, C_out)``.
     """
-    return _StencilConv.apply(x.contiguous(), weight.contiguous(), stencil)
+    if values is None:
+        values = stencil.value_tensor(x.device, x.dtype)
+    return _StencilConv.apply(x.contiguous(), weight.contiguous(), values, stencil)
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """y[t] = S @ x[t] with fixed values (pooling, resampling); backward S^T @ dy."""
+
+    @staticmethod
+    def forward(ctx, x, stencil: Stencil):
+        values = stencil.value_tensor(x.device, x.dtype)
+        in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
+        out = x.new_empty(x.shape[0], stencil.n_out, x.shape[2])
+        for t in range(x.shape[0]):
+            _scatter(out[t], out_order, _spmm(stencil, values, _gather(x[t], in_order)))
+        ctx.stencil = stencil
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        stencil: Stencil = ctx.stencil
+        values = stencil.value_tensor(grad_out.device, grad_out.dtype)
+        in_order, out_order = (stencil.order("in", grad_out.device),
+                               stencil.order("out", grad_out.device))
+        grad_x = grad_out.new_empty(grad_out.shape[0], stencil.n_in, grad_out.shape[2])
+        for t in range(grad_out.shape[0]):
+            g = _gather(grad_out[t], out_order)
+            _scatter(grad_x[t], in_order, _spmm(stencil, values, g, transpose=True))
+        return grad_x, None
+
+
+def sparse_matmul(x: torch.Tensor, stencil: Stencil) -> torch.Tensor:
+    """``y[t] = S @ x[t]`` for a one-basis stencil with fixed values, ``(B, N_out, C)``."""
+    if stencil.n_basis != 1:
+        raise ValueError(f"sparse_matmul needs a one-basis stencil; got {stencil.n_basis}")
+    return _SparseMatmul.apply(x.contiguous(), stencil)
 
 
 def reference_conv(
@@ -127,46 +197,57 @@ def reference_conv(
     weight: torch.Tensor,
     points_in: PointSet,
     points_out: PointSet,
-    spacing,
-    dilation=1,
+    basis: Callable[[torch.Tensor], torch.Tensor],
+    support,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """The spline DI convolution written for reading and testing — not for speed.
+    """A DI convolution written for reading and testing — not for speed.
 
-    Every pair of points is considered (memory O(N_out · N_in · K)); the hat basis is
-    evaluated directly from its definition, φ_b(δ) = Π_k max(0, 1 − |δ_k − c_bk| / h_k), the
-    kernel matrix K_p = Σ_b φ_b(δ_p) W_b / Π_k h_k is built for every pair p = (i, j) with a
-    non-zero basis value, multiplied with w_j f(y_j) and added into output i with
-    ``index_add``. It shares no code with the fast path.
+    Every pair of points is considered (memory O(N_out · N_in · K)); pairs with
+    |δ_k| ≤ r_k on every axis form the support; the kernel matrix
+    K_p = scale · Σ_b φ_b(δ_p) W_b is built for each such pair p = (i, j), multiplied with
+    w_j f(y_j) and added into output i with ``index_add``. It shares no code with the fast
+    path.
 
     Args:
         x: ``(B, N_in, C_in)``.
-        weight: ``(C_out, C_in/G, k_0, …, k_{d-1})``, the conv layout.
+        weight: ``(C_out, C_in/G, K…)``, the conv layout (kernel dims flattened to K).
         points_in, points_out: the point sets.
-        spacing, dilation: floats or one value per axis.
+        basis: maps offsets ``(P, d)`` to basis values ``(P, K)``.
+        support: box half-widths r (float or one per axis).
+        scale: a constant factor of the kernel (1/Π h for the spline family).
 
     Returns:
         ``(B, N_out, C_out)``.
     """
-    dim = points_in.dim
-    kernel_size = weight.shape[2:]
-    h = torch.as_tensor(spacing, dtype=x.dtype).expand(dim)
-    dil = torch.as_tensor(dilation, dtype=x.dtype).expand(dim)
-    axes = [(torch.arange(k, dtype=x.dtype) - (k - 1) / 2) * dil[a] * h[a]
-            for a, k in enumerate(kernel_size)]
-    centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, dim)
+    r = torch.as_tensor(support, dtype=x.dtype).expand(points_in.dim)
     delta = points_in.coords.to(x.dtype)[None] - points_out.coords.to(x.dtype)[:, None]
-    phi = torch.ones(delta.shape[:2] + (len(centres),), dtype=x.dtype)
-    for a in range(dim):
-        phi = phi * (1 - (delta[..., a, None] - centres[:, a]).abs() / h[a]).clamp(min=0)
-    rows, cols = torch.nonzero(phi.sum(-1) > 0, as_tuple=True)
-    basis = phi[rows, cols]  # (P, K)
-
+    rows, cols = torch.nonzero((delta.abs() <= r).all(dim=-1), as_tuple=True)
+    phi = basis(delta[rows, cols])  # (P, K)
     c_out, cg = weight.shape[:2]
     groups = x.shape[-1] // cg
     og = c_out // groups
-    kernel = torch.einsum("pk,ock->poc", basis, weight.flatten(2)) / h.prod()
+    kernel = scale * torch.einsum("pk,ock->poc", phi, weight.flatten(2))
     kernel = kernel.view(-1, groups, og, cg)
     w = points_in.weights.to(x.dtype)[cols]
     gathered = x[:, cols].view(x.shape[0], -1, groups, cg) * w[:, None, None]
     contrib = torch.einsum("pgoc,bpgc->bpgo", kernel, gathered).reshape(x.shape[0], -1, c_out)
     return x.new_zeros(x.shape[0], len(points_out), c_out).index_add(1, rows, contrib)
+
+
+def spline_reference_basis(kernel_size, spacing, dilation) -> Callable:
+    """φ_b(δ) = Π_k max(0, 1 − |δ_k − c_bk| / h_k) straight from the definition, for
+    :func:`reference_conv`."""
+    def basis(delta: torch.Tensor) -> torch.Tensor:
+        dim = delta.shape[1]
+        h = torch.as_tensor(spacing, dtype=delta.dtype).expand(dim)
+        dil = torch.as_tensor(dilation, dtype=delta.dtype).expand(dim)
+        axes = [(torch.arange(k, dtype=delta.dtype) - (k - 1) / 2) * dil[a] * h[a]
+                for a, k in enumerate(kernel_size)]
+        centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, dim)
+        phi = torch.ones(len(delta), len(centres), dtype=delta.dtype)
+        for a in range(dim):
+            phi = phi * (1 - (delta[:, a, None] - centres[:, a]).abs() / h[a]).clamp(min=0)
+        return phi
+
+    return basis

@@ -7,13 +7,22 @@ A DI kernel is K(δ) = Σ_b φ_b(δ) W_b. This module evaluates the basis φ_b o
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
 from .. import _compiled
-from ..neighbors import Stencil, box_neighbors, stencil_cache
+from ..neighbors import Stencil, ball_neighbors, box_neighbors, stencil_cache
 from ..neighbors.search import CellLayout
 from ..points import PointSet
 
-__all__ = ["spline_support", "spline_basis", "spline_stencil"]
+__all__ = [
+    "MLPBasis",
+    "PairStencil",
+    "pair_stencil",
+    "spline_basis",
+    "spline_stencil",
+    "spline_support",
+]
 
 # Float32 coordinates carry an absolute rounding error of at most 2^-25 each, so an offset
 # between two of them is off by at most 2^-24. Offsets that land within a few such errors of
@@ -88,19 +97,113 @@ def _axis_hats(offset: np.ndarray, size: int, h: float, dil: int):
     return taps, vals
 
 
+def _ordered_coords(points_in: PointSet, points_out: PointSet, radius):
+    """Both point sets' coordinates (float64) in a spatially coherent (cell-sorted) order.
+
+    Stencils index points in this order, which keeps the sparse products cache-friendly.
+
+    Returns:
+        ``(x_out, y_in, in_order, out_order, layout, in_keys)`` with the sorted coordinates,
+        the permutations (internal position → point index), the cell layout and the sorted
+        cell keys of the inputs.
+    """
+    y = points_in.coords.double().cpu().numpy()
+    x = y if points_out is points_in else points_out.coords.double().cpu().numpy()
+    layout = CellLayout.for_search(x, y, np.asarray(radius, dtype=np.float64))
+    in_keys = layout.keys(y)
+    in_order = np.argsort(in_keys, kind="stable")
+    out_order = in_order if x is y else np.argsort(layout.keys(x), kind="stable")
+    return x[out_order], y[in_order], in_order, out_order, layout, in_keys[in_order]
+
+
+class PairStencil(Stencil):
+    """A stencil over neighbour pairs whose values are recomputed from the offsets.
+
+    Row ``b·N_out + i`` holds the neighbours of output i for every basis function b (the
+    same columns for each b), so values of shape ``(n_basis, P)`` flatten into entry order.
+
+    Attributes:
+        offsets: ``(P, d)`` float64 offsets y_j − x_i of the pairs, in internal order.
+        pair_weights: ``(P,)`` float64 quadrature weights w_j of each pair's input point.
+    """
+
+    def __init__(self, neighbors, n_in: int, n_basis: int, in_order, out_order,
+                 pair_weights) -> None:
+        pairs = len(neighbors.cols)
+        base = neighbors.indptr[:-1]
+        indptr = np.concatenate([base + b * pairs for b in range(n_basis)]
+                                + [[n_basis * pairs]])
+        super().__init__(indptr, np.tile(neighbors.cols, n_basis), None,
+                         len(neighbors.indptr) - 1, n_in, n_basis, in_order, out_order)
+        self.offsets = np.ascontiguousarray(neighbors.offsets)
+        self.pair_weights = pair_weights
+        self.pair_rows = neighbors.rows
+        self.pair_cols = neighbors.cols
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pair_weights)
+
+    def pair_tensor(self, name: str, device, dtype=None):
+        """``offsets``, ``pair_weights``, ``pair_rows`` or ``pair_cols`` as a cached tensor."""
+        def make():
+            t = torch.from_numpy(np.ascontiguousarray(getattr(self, name))).to(device)
+            return t if dtype is None else t.to(dtype)
+
+        return self._cached(("pair", name, torch.device(device), dtype), make)
+
+
+def pair_stencil(points_in: PointSet, points_out: PointSet, radius, n_basis: int = 1,
+                 metric: str = "box") -> PairStencil:
+    """The cached :class:`PairStencil` of all pairs with y_j − x_i in the box (or ball) of
+    half-widths ``radius``."""
+    radius = tuple(float(r) for r in np.broadcast_to(radius, (points_in.dim,)))
+    key = ("pairs", metric, points_in.digest, points_out.digest, radius, int(n_basis))
+
+    def build():
+        x, y, in_order, out_order, _, _ = _ordered_coords(points_in, points_out, radius)
+        search = box_neighbors if metric == "box" else ball_neighbors
+        neighbors = search(x, y, radius)
+        weights = points_in.weights.double().cpu().numpy()[in_order][neighbors.cols]
+        return PairStencil(neighbors, len(y), n_basis, in_order, out_order, weights)
+
+    return stencil_cache.get_or_build(key, build)
+
+
+class MLPBasis(nn.Module):
+    r"""A learned continuous basis φ_m(u), m = 1…M, on the unit box u ∈ [-1, 1]^d.
+
+    φ(u) = MLP(u) · Π_k (1 − u_k²): the window makes every basis function vanish on the
+    support's boundary, so the kernel is continuous and its quadrature converges as fast on
+    scattered points as on grids.
+
+    Args:
+        dim: d.
+        n_basis: M.
+        hidden: width of the hidden layers. Default 32.
+        layers: number of hidden layers. Default 2.
+    """
+
+    def __init__(self, dim: int, n_basis: int, hidden: int = 32, layers: int = 2) -> None:
+        super().__init__()
+        widths = [dim] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            blocks += [nn.Linear(a, b), nn.GELU()]
+        blocks.append(nn.Linear(widths[-1], n_basis))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        window = (1 - u * u).clamp(min=0).prod(dim=-1, keepdim=True)
+        return self.net(u) * window
+
+
 def _build_spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size, spacing,
                           dilation, compiled: bool | None = None) -> Stencil:
     """Build the stencil; ``compiled=None`` uses the numba kernel when it is available,
     ``False`` forces the numpy path (the reference the compiled one is tested against)."""
     radius = spline_support(kernel_size, spacing, dilation)
-    y = points_in.coords.double().cpu().numpy()
-    x = y if points_out is points_in else points_out.coords.double().cpu().numpy()
-    # Both sets in a spatially coherent (cell) order: cache-friendly sparse products.
-    layout = CellLayout.for_search(x, y, radius)
-    in_keys = layout.keys(y)
-    in_order = np.argsort(in_keys, kind="stable")
-    out_order = in_order if x is y else np.argsort(layout.keys(x), kind="stable")
-    y, x = y[in_order], x[out_order]
+    x, y, in_order, out_order, layout, in_keys = _ordered_coords(points_in, points_out, radius)
     # Quadrature weight of the input point, and the 1/h^d that makes W_b a conv2d weight.
     weights = points_in.weights.double().cpu().numpy()[in_order] / float(np.prod(spacing))
     n_out, n_basis = len(x), int(np.prod(kernel_size))
@@ -108,7 +211,7 @@ def _build_spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size
         compiled = _compiled.AVAILABLE
     if compiled:
         indptr, indices, values = _compiled.spline_stencil_csr(
-            x, y, in_keys[in_order], weights, layout, kernel_size, spacing, dilation, _SNAP,
+            x, y, in_keys, weights, layout, kernel_size, spacing, dilation, _SNAP,
         )
         return Stencil(indptr, indices, values, n_out, len(y), n_basis, in_order, out_order)
     neighbors = box_neighbors(x, y, radius)

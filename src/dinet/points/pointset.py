@@ -196,6 +196,27 @@ class PointSet:
         kind = self.kind
         return PointSet(coords, weights, kind, shape, self.weight_method)
 
+    def coarsen(self, stride: int = 2) -> PointSet:
+        """The coarser discretization a stride-``stride`` layer downsamples to.
+
+        Grid-structured sets: the sub-grid of indices ≡ 0 mod ``stride`` (a power of two).
+        Other sets: the prefix of ⌈N / stride^d⌉ points (a Sobol prefix of N/4 points in 2-D
+        for stride 2).
+        """
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride must be a positive integer; got {stride!r}")
+        if self.shape is None:
+            return self.prefix(max(1, -(-len(self) // int(stride) ** self.dim)))
+        level = int(np.log2(stride))
+        if 2**level != stride:
+            raise ValueError(
+                f"a {self.kind} point set coarsens by powers of two; got stride {stride}"
+            )
+        shape = self.shape
+        for _ in range(level):
+            shape = tuple((s + 1) // 2 for s in shape)
+        return self.prefix(int(np.prod(shape)))
+
     def levels(self) -> list[int]:
         """Valid prefix sizes, fine to coarse (grid-structured sets); ``[N]`` otherwise."""
         if self.shape is None:
