@@ -244,15 +244,17 @@ def test_stencil_from_a_neighbour_search():
     np.testing.assert_allclose(z[1].numpy(), brute, rtol=1e-12, atol=1e-12)
 
 
-def test_tensors_are_cached_per_device_dtype_and_transpose():
+def test_tensor_parts_are_cached_per_device_and_dtype():
     rng = np.random.default_rng(0)
     st = Stencil.from_entries(*random_entries(rng, 4, 6, 2, 20), 4, 6, 2)
+    values = st.value_tensor("cpu", torch.float64)
+    assert st.value_tensor(torch.device("cpu"), torch.float64) is values
+    assert st.value_tensor("cpu", torch.float32) is not values
+    assert st.index_tensor("perm_t", "cpu") is st.index_tensor("perm_t", torch.device("cpu"))
     a = st.tensors("cpu", torch.float64)
-    assert st.tensors(torch.device("cpu"), torch.float64) is a
-    assert st.tensors("cpu", torch.float32) is not a
     t = st.tensors("cpu", torch.float64, transpose=True)
-    assert t is not a and st.tensors("cpu", torch.float64, transpose=True) is t
     assert a.layout == torch.sparse_csr and t.layout == torch.sparse_csr
+    torch.testing.assert_close(t.to_dense(), a.to_dense().t())
 
 
 def test_stencil_rejects_inconsistent_indptr():

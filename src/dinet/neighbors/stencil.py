@@ -151,13 +151,12 @@ class Stencil:
         """
         if values is None:
             values = self.value_tensor(device, dtype)
+        suffix = "_t" if transpose else ""
         if transpose:
             values = values[self.index_tensor("perm_t", device)]
-            crow, col = self.index_tensor("indptr_t", device), self.index_tensor("indices_t", device)
-            shape = (self.n_in, self.shape[0])
-        else:
-            crow, col = self.index_tensor("indptr", device), self.index_tensor("indices", device)
-            shape = self.shape
+        crow = self.index_tensor("indptr" + suffix, device)
+        col = self.index_tensor("indices" + suffix, device)
+        shape = (self.n_in, self.shape[0]) if transpose else self.shape
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, col, values.to(dtype), size=shape,

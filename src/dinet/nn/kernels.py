@@ -125,6 +125,8 @@ class PairStencil(Stencil):
     Attributes:
         offsets: ``(P, d)`` float64 offsets y_j − x_i of the pairs, in internal order.
         pair_weights: ``(P,)`` float64 quadrature weights w_j of each pair's input point.
+        pair_rows, pair_cols: ``(P,)`` output and input position of each pair (internal).
+        point_rows, point_cols: the same as indices into the point sets.
     """
 
     def __init__(self, neighbors, n_in: int, n_basis: int, in_order, out_order,
@@ -139,13 +141,16 @@ class PairStencil(Stencil):
         self.pair_weights = pair_weights
         self.pair_rows = neighbors.rows
         self.pair_cols = neighbors.cols
+        # The same pairs as indices into the point sets themselves (not the internal order).
+        self.point_rows = self.out_order[self.pair_rows]
+        self.point_cols = self.in_order[self.pair_cols]
 
     @property
     def n_pairs(self) -> int:
         return len(self.pair_weights)
 
     def pair_tensor(self, name: str, device, dtype=None):
-        """``offsets``, ``pair_weights``, ``pair_rows`` or ``pair_cols`` as a cached tensor."""
+        """One of the per-pair arrays above as a cached tensor on ``device``."""
         def make():
             t = torch.from_numpy(np.ascontiguousarray(getattr(self, name))).to(device)
             return t if dtype is None else t.to(dtype)
