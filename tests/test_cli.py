@@ -49,3 +49,16 @@ def test_bench_conv_writes_json_and_table(tmp_path, capsys):
     assert row["nnz"] > 0
     assert payload["machine"]["torch"]
     assert "| 256 |" in capsys.readouterr().out
+
+
+def test_bench_layers_writes_every_layer(tmp_path, capsys):
+    out = tmp_path / "layers.json"
+    code = main(["bench", "layers", "--points", "256", "--channels", "8", "--batch", "2",
+                 "--repeats", "1", "--out", str(out)])
+    assert code == 0
+    payload = json.loads(out.read_text())
+    names = [r["layer"] for r in payload["results"]]
+    assert names[0].startswith("DIConv spline") and any("mlp" in n for n in names)
+    assert payload["results"][0]["ratio_to_spline_conv"] == pytest.approx(1.0)
+    assert all(r["fwd_bwd_s"] > 0 for r in payload["results"])
+    assert "DIMaxPool" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "sddmm_add", "spline_stencil_csr", "spmm"]
+__all__ = ["AVAILABLE", "sddmm_add", "segment_max", "spline_stencil_csr", "spmm"]
 
 try:  # pragma: no cover - exercised by whichever branch the machine has
     if os.environ.get("DINET_DISABLE_NUMBA", "") not in ("", "0"):
@@ -128,6 +128,26 @@ if AVAILABLE:
                 for c in range(channels):
                     out[r, c] += v * x[j, c]
 
+    @njit(parallel=True, cache=True)
+    def _segment_max_kernel(indptr, indices, x, out, arg):
+        channels = x.shape[1]
+        for r in prange(len(indptr) - 1):
+            start, end = indptr[r], indptr[r + 1]
+            for c in range(channels):
+                if start == end:
+                    out[r, c] = 0.0
+                    arg[r, c] = -1
+                    continue
+                best = x[indices[start], c]
+                best_j = indices[start]
+                for p in range(start + 1, end):
+                    v = x[indices[p], c]
+                    if v > best:
+                        best = v
+                        best_j = indices[p]
+                out[r, c] = best
+                arg[r, c] = best_j
+
     @njit(parallel=True, fastmath=True, cache=True)
     def _sddmm_kernel(indptr, indices, a, b, out):
         channels = a.shape[1]
@@ -192,3 +212,12 @@ def sddmm_add(indptr: np.ndarray, indices: np.ndarray, a: np.ndarray, b: np.ndar
     gradient of ``S @ b`` with respect to S's values, given ``a`` = the output gradient."""
     _sddmm_kernel(indptr, indices, a, b, out)
     return out
+
+
+def segment_max(indptr: np.ndarray, indices: np.ndarray, x: np.ndarray):
+    """Per row r and channel c, the max of ``x[j, c]`` over the row's columns j and the j
+    that attains it (the first one); empty rows give 0 and -1."""
+    out = np.empty((len(indptr) - 1, x.shape[1]), dtype=x.dtype)
+    arg = np.empty((len(indptr) - 1, x.shape[1]), dtype=np.int64)
+    _segment_max_kernel(indptr, indices, x, out, arg)
+    return out, arg

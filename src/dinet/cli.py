@@ -59,6 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     conv.add_argument("--out", default="benchmarks/results/conv.json",
                       help="JSON output path (default: benchmarks/results/conv.json)")
+
+    layers = suites.add_parser(
+        "layers",
+        help="forward+backward time of every DI layer next to the spline DIConv",
+        description="Forward+backward time and peak memory of every DI layer (convs, pools, "
+        "norms, resampling, attention) on N Sobol points, with the ratio to the spline "
+        "DIConv. Prints a Markdown table and writes JSON.",
+    )
+    layers.add_argument("--points", type=_positive_int, default=16384,
+                        help="number of points, a perfect square (default: 16384)")
+    layers.add_argument("--channels", type=_positive_int, default=64,
+                        help="channels (default: 64)")
+    layers.add_argument("--batch", type=_positive_int, default=8, help="batch size (default: 8)")
+    layers.add_argument("--repeats", type=_positive_int, default=3,
+                        help="timed runs after one warm-up (default: 3)")
+    layers.add_argument("--global-attention", action="store_true",
+                        help="also time global attention (N x N scores; slow on a CPU)")
+    layers.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    layers.add_argument("--out", default="benchmarks/results/layers.json",
+                        help="JSON output path (default: benchmarks/results/layers.json)")
     return parser
 
 
@@ -74,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             bench_conv(
                 sizes=args.sizes, channels=args.channels, batch=args.batch,
                 kernel_size=args.kernel_size, repeats=args.repeats, device=args.device,
+                out=args.out,
+            )
+        elif args.command == "bench" and args.suite == "layers":
+            from .bench.layers import bench_layers
+
+            bench_layers(
+                n=args.points, channels=args.channels, batch=args.batch, repeats=args.repeats,
+                include_global_attention=args.global_attention, device=args.device,
                 out=args.out,
             )
     except ValueError as err:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dinet.points as P
+from dinet import _compiled
 from dinet.nn import DIAvgPool, DIMaxPool, GlobalAvgPool, GlobalMaxPool
 
 
@@ -108,3 +109,18 @@ def test_pools_do_not_mutate_and_reject_bad_input():
         DIAvgPool(3, spacing=0.1)(x, points, P.sobol(8, 3, seed=0))
     with pytest.raises(ValueError, match="ceil_mode"):
         DIMaxPool.from_pool(nn.MaxPool2d(2, ceil_mode=True), (8, 8))
+
+
+@pytest.mark.skipif(not _compiled.AVAILABLE, reason="numba is not installed")
+def test_max_pool_fallback_equals_compiled(monkeypatch):
+    points, query = P.sobol(600, 2, seed=0), P.random(200, 2, seed=1)
+    x = torch.randn(2, 600, 5, requires_grad=True)
+    pool = DIMaxPool(3, spacing=0.08)
+    upstream = torch.randn(2, 200, 5)
+    fast = pool(x, points, query)
+    (grad_fast,) = torch.autograd.grad((fast * upstream).sum(), x)
+    monkeypatch.setattr(_compiled, "AVAILABLE", False)
+    slow = pool(x, points, query)
+    (grad_slow,) = torch.autograd.grad((slow * upstream).sum(), x)
+    assert torch.equal(fast, slow)
+    assert torch.equal(grad_fast, grad_slow)

@@ -1,5 +1,6 @@
 """Discretization-invariant layers: ``torch.nn.Module``s acting on ``(values, PointSet)``."""
 
+from .attention import DIAttention
 from .base import DIModule
 from .compose import Coarsened, DIChain, DISequential, Residual, SkipConcat, apply_module
 from .conv import DIConv
@@ -12,6 +13,7 @@ from .resample import Resample
 
 __all__ = [
     "Coarsened",
+    "DIAttention",
     "DIAvgPool",
     "DIBatchNorm",
     "DIChain",

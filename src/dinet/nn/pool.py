@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
+from .. import _compiled
 from ..neighbors import Stencil, stencil_cache
 from ..points import PointSet
 from ._lattice import window_output_points
@@ -153,19 +155,7 @@ class DIMaxPool(_BoxPool):
     def forward(self, x: torch.Tensor, points_in: PointSet,
                 points_out: PointSet | None = None) -> torch.Tensor:
         points_out = self._points(x, points_in, points_out)
-        pairs = pair_stencil(points_in, points_out, self.support)
-        rows = pairs.pair_tensor("point_rows", x.device)
-        cols = pairs.pair_tensor("point_cols", x.device)
-        channels = x.shape[2]
-        index = rows[:, None].expand(-1, channels)
-        empty = torch.ones(pairs.n_out, dtype=torch.bool, device=x.device)
-        empty[rows] = False
-        outs = []
-        for t in range(x.shape[0]):  # one batch element at a time bounds the gathered pairs
-            init = x.new_zeros(pairs.n_out, channels)
-            out = init.scatter_reduce(0, index, x[t, cols], reduce="amax", include_self=False)
-            outs.append(out.masked_fill(empty[:, None], 0.0))
-        return torch.stack(outs)
+        return _BoxMax.apply(x.contiguous(), pair_stencil(points_in, points_out, self.support))
 
     @classmethod
     def from_pool(cls, pool: nn.Module, grid_shape: Sequence[int] | PointSet):
@@ -175,6 +165,58 @@ class DIMaxPool(_BoxPool):
         if pool.return_indices:
             raise ValueError("return_indices=True is not supported; use return_indices=False")
         return cls._from_torch(pool, grid_shape)
+
+
+class _BoxMax(torch.autograd.Function):
+    """Max over each output's pairs; the gradient goes to the arg-max input."""
+
+    @staticmethod
+    def forward(ctx, x, pairs: PairStencil):
+        batch, _, channels = x.shape
+        out = x.new_empty(batch, pairs.n_out, channels)
+        arg = torch.empty(batch, pairs.n_out, channels, dtype=torch.long, device=x.device)
+        in_order, out_order = pairs.order("in", x.device), pairs.order("out", x.device)
+        for t in range(batch):
+            if x.device.type == "cpu" and _compiled.AVAILABLE:
+                x_t = x[t].detach().index_select(0, in_order)  # the stencil's internal order
+                values, index = _compiled.segment_max(pairs.indptr, pairs.indices, x_t.numpy())
+                values, index = torch.from_numpy(values), torch.from_numpy(index)
+                index = torch.where(index >= 0, in_order[index.clamp(min=0)], index)
+            else:
+                values, index = _segment_max_torch(x[t], pairs)
+            out[t].index_copy_(0, out_order, values)
+            arg[t].index_copy_(0, out_order, index)
+        ctx.save_for_backward(arg)
+        ctx.n_in = x.shape[1]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        (arg,) = ctx.saved_tensors
+        grad_x = grad_out.new_zeros(grad_out.shape[0], ctx.n_in + 1, grad_out.shape[2])
+        # Empty windows have index -1: send their (unused) gradient to a discarded row.
+        index = torch.where(arg >= 0, arg, ctx.n_in)
+        grad_x.scatter_add_(1, index, grad_out)
+        return grad_x[:, : ctx.n_in], None
+
+
+def _segment_max_torch(x: torch.Tensor, pairs: PairStencil):
+    """The fallback of :class:`_BoxMax` for one batch element: values and arg-max indices
+    (into the point set's order) in internal output order."""
+    rows = pairs.pair_tensor("pair_rows", x.device)
+    cols = pairs.pair_tensor("point_cols", x.device)
+    channels = x.shape[1]
+    index = rows[:, None].expand(-1, channels)
+    gathered = x.index_select(0, cols)
+    values = x.new_zeros(pairs.n_out, channels).scatter_reduce(
+        0, index, gathered, reduce="amax", include_self=False)
+    is_max = gathered == values.index_select(0, rows)
+    candidates = torch.where(is_max, cols[:, None], torch.iinfo(torch.long).max)
+    arg = torch.full((pairs.n_out, channels), torch.iinfo(torch.long).max, device=x.device)
+    arg = arg.scatter_reduce(0, index, candidates, reduce="amin")
+    empty = arg == torch.iinfo(torch.long).max
+    return values.masked_fill(empty, 0.0), arg.masked_fill(empty, -1)
 
 
 class GlobalAvgPool(DIModule):
