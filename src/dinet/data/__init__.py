@@ -1,0 +1,30 @@
+"""Raw data sources: Fashion-MNIST, digits, user images, segmentation scenes, 3-D balls.
+
+Everything is local or generated: nothing downloads at run time.
+"""
+
+from .balls import Balls, make_balls
+from .fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    load_digits,
+    load_fashion_mnist,
+    read_idx,
+    resize_images,
+)
+from .scenes import Scenes, make_scenes
+from .sources import load_image_folder, load_npz, to_unit_images
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "Balls",
+    "Scenes",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_npz",
+    "make_balls",
+    "make_scenes",
+    "read_idx",
+    "resize_images",
+    "to_unit_images",
+]

@@ -1,0 +1,167 @@
+"""User image sources: ``.npz`` archives and folders of PNG/JPEG files (one per class)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .fashion_mnist import resize_images
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def to_unit_images(images: np.ndarray, name: str = "images") -> np.ndarray:
+    """Validate images and convert them to float32 ``(N, H, W, C)`` in [0, 1].
+
+    Accepts ``(N, H, W)`` or ``(N, H, W, C)`` with C = 1 or 3; integer values are read as
+    0..255 (and must lie there), floats must already lie in [0, 1] and be finite.
+
+    Raises:
+        ValueError: wrong shape, channel count, dtype or range; the message says which.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"{name} must have shape (N, H, W) or (N, H, W, C) with C = 1 or 3; got {images.shape}"
+        )
+    if min(images.shape[:3]) < 1:
+        raise ValueError(f"{name} is empty: shape {images.shape}")
+    if images.dtype == np.bool_ or not (
+        np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)
+    ):
+        raise ValueError(f"{name} must be uint8 (0..255) or float (0..1); got dtype {images.dtype}")
+    if np.issubdtype(images.dtype, np.integer):
+        low, high = int(images.min()), int(images.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"integer {name} must lie in 0..255; got {low}..{high} (dtype {images.dtype})"
+            )
+        return images.astype(np.float32) / 255.0
+    if not np.isfinite(images).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"float {name} must lie in [0, 1]; got {low:g}..{high:g} — divide 0..255 data by "
+            f"255 or store it as uint8"
+        )
+    return images.astype(np.float32)
+
+
+def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load images (and optional labels) from a ``.npz`` archive.
+
+    The archive holds ``images`` of shape ``(N, H, W)`` or ``(N, H, W, C)`` (C = 1 or 3),
+    uint8 in 0..255 or float in [0, 1], and optionally ``labels`` of shape ``(N,)`` holding
+    non-negative integers.
+
+    Returns:
+        images ``(N, H, W, C)`` float32 in [0, 1] and labels ``(N,)`` int64, or ``None``.
+
+    Raises:
+        ValueError: a missing ``images`` array or a bad array, naming the file.
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as archive:
+        if "images" not in archive.files:
+            raise ValueError(
+                f"{path}: no array named 'images' (found {sorted(archive.files)}); save with "
+                f"np.savez(path, images=..., labels=...)"
+            )
+        raw_images = archive["images"]
+        raw_labels = archive["labels"] if "labels" in archive.files else None
+    try:
+        images = to_unit_images(raw_images)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    if raw_labels is None:
+        return images, None
+    labels = np.asarray(raw_labels)
+    if labels.shape != (len(images),):
+        raise ValueError(
+            f"{path}: labels must have shape ({len(images)},) to match images; got {labels.shape}"
+        )
+    if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+        labels = labels.astype(np.int64)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_:
+        raise ValueError(f"{path}: labels must be integers; got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{path}: labels must be >= 0; got {int(labels.min())}")
+    return images, labels.astype(np.int64)
+
+
+def _read_image(path: Path, channels: int | None) -> np.ndarray:
+    """One image as float32 ``(H, W, C)`` in [0, 1]; C = its natural channel count if None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
+            wanted = channels if channels is not None else (1 if gray else 3)
+            # RGBA / LA lose their alpha here (no compositing over a background).
+            array = np.asarray(image.convert("L" if wanted == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+    if array.ndim == 2:
+        array = array[..., None]
+    return array.astype(np.float32) / 255.0
+
+
+def load_image_folder(
+    path: str | os.PathLike, size: int, channels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load PNG/JPEG images laid out as ``path/<class name>/<image>``.
+
+    Class names are sorted and numbered from 0; files within a class are read in sorted
+    order. Every image is converted to a common channel count — RGB if any image is in
+    colour (grayscale ones are replicated), unless ``channels`` says otherwise — and resized
+    to ``size x size`` with :func:`resize_images` (bilinear, antialiased when shrinking;
+    the aspect ratio is not kept). Needs Pillow.
+
+    Args:
+        path: the root folder.
+        size: output side in pixels.
+        channels: 1 or 3 to force the channel count; ``None`` picks it as above.
+
+    Returns:
+        images ``(N, size, size, C)`` float32 in [0, 1], labels ``(N,)`` int64 and the
+        sorted class names.
+
+    Raises:
+        ValueError: a missing or empty folder or class, or an unreadable file (named).
+    """
+    root = Path(path)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3; got {channels}")
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} does not exist or is not a folder")
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    if not classes:
+        raise ValueError(
+            f"image folder {root} has no class sub-folders; lay it out as "
+            f"{root}/<class name>/<image>.png"
+        )
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        members = sorted(
+            f for f in (root / name).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not members:
+            raise ValueError(
+                f"class folder {root / name} holds no {'/'.join(IMAGE_SUFFIXES)} images"
+            )
+        files += [(f, label) for f in members]
+
+    arrays = [_read_image(f, channels) for f, _ in files]
+    common = channels if channels is not None else max(a.shape[-1] for a in arrays)
+    images = np.empty((len(arrays), size, size, common), dtype=np.float32)
+    for k, array in enumerate(arrays):
+        if array.shape[-1] != common:
+            array = np.repeat(array, common, axis=-1)
+        images[k] = resize_images(array[None], size)[0]
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    return images, labels, classes
