@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 __all__ = ["main", "build_parser"]
 
 
@@ -79,7 +81,87 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     layers.add_argument("--out", default="benchmarks/results/layers.json",
                         help="JSON output path (default: benchmarks/results/layers.json)")
+
+    fit = commands.add_parser(
+        "fit",
+        help="fit one neural field per image and write a field dataset (resumable)",
+        description="Fit one neural field (SIREN by default) per image of a source and write "
+        "a FieldDataset folder: safetensors shards and manifest.json. Rerunning the same "
+        "command after an interruption keeps the finished shards and fits the rest.",
+    )
+    fit.add_argument("--source", required=True,
+                     help="fashion-mnist | digits | scenes | npz:FILE (arrays 'images' (N,H,W) "
+                     "or (N,H,W,C), optional 'labels') | folder:DIR (one sub-folder of "
+                     "PNG/JPEG files per class)")
+    fit.add_argument("--split", default="train", choices=["train", "test"],
+                     help="which split of fashion-mnist or digits (default: train)")
+    fit.add_argument("--limit", type=_positive_int, default=None,
+                     help="use the first N images (scenes: how many to make)")
+    fit.add_argument("--size", type=_positive_int, default=32,
+                     help="resize images to SIZE x SIZE before fitting (default: 32; scenes: 64)")
+    fit.add_argument("--out", required=True, help="dataset folder to write")
+    fit.add_argument("--data", default=None,
+                     help="folder holding the Fashion-MNIST files (default: $DINET_DATA, then "
+                     "/usr/share/datasets/fashion-mnist)")
+    fit.add_argument("--arch", default="siren", help="field architecture (default: siren)")
+    fit.add_argument("--width", type=_positive_int, default=None, help="hidden width")
+    fit.add_argument("--depth", type=_positive_int, default=None, help="number of layers")
+    fit.add_argument("--omega0", type=float, default=None, help="SIREN frequency ω0")
+    fit.add_argument("--max-steps", type=_positive_int, default=None,
+                     help="step budget per field")
+    fit.add_argument("--target-psnr", type=float, default=None,
+                     help="stop a field once it reaches this PSNR on the grid (dB)")
+    fit.add_argument("--shard-size", type=_positive_int, default=256,
+                     help="fields per shard file (default: 256)")
+    fit.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     return parser
+
+
+def _load_source(args) -> tuple:
+    """Images ``(N, H, W, C)`` in [0, 1], labels or ``None``, and a record of the source."""
+    from . import data
+
+    spec, limit = args.source, args.limit
+    info = {"source": spec, "split": args.split, "limit": limit, "size": args.size}
+    if spec == "fashion-mnist":
+        images, labels = data.load_fashion_mnist(args.split, data_dir=args.data, limit=limit)
+    elif spec == "digits":
+        images, labels = data.load_digits()
+        test = np.arange(len(images)) % 5 == 0  # a fixed 80/20 split
+        keep = test if args.split == "test" else ~test
+        images, labels = images[keep][:limit], labels[keep][:limit]
+        info["split_rule"] = "index % 5 == 0 is test"
+    elif spec == "scenes":
+        scenes = data.make_scenes(limit or 1000, seed=args.seed, size=args.size)
+        return scenes.images, None, {**info, "n": len(scenes.images), "seed": args.seed}
+    elif spec.startswith("npz:"):
+        images, labels = data.load_npz(spec[4:])
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    elif spec.startswith("folder:"):
+        images, labels, classes = data.load_image_folder(spec[7:], args.size)
+        images, labels = images[:limit], labels[:limit]
+        info["classes"] = list(classes)
+    else:
+        raise ValueError(f"unknown --source {spec!r}; valid: fashion-mnist, digits, scenes, "
+                         "npz:FILE, folder:DIR")
+    if images.shape[1:3] != (args.size, args.size):
+        images = data.resize_images(images, args.size)
+    return images, labels, info
+
+
+def _fit(args) -> None:
+    from .fields.build import build_dataset
+
+    images, labels, info = _load_source(args)
+    arch_hparams = {k: v for k, v in (("width", args.width), ("depth", args.depth),
+                                      ("omega0", args.omega0)) if v is not None}
+    fit_options = {k: v for k, v in (("max_steps", args.max_steps),
+                                     ("target_psnr", args.target_psnr)) if v is not None}
+    ds = build_dataset(args.out, images, labels, source=info, split=args.split, arch=args.arch,
+                       arch_hparams=arch_hparams, fit_options=fit_options,
+                       shard_size=args.shard_size, seed=args.seed)
+    print(f"{ds}: PSNR on the grid {ds.psnr_grid.mean():.2f} dB (min "
+          f"{ds.psnr_grid.min():.2f}), off the grid {ds.psnr_offgrid.mean():.2f} dB")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 kernel_size=args.kernel_size, repeats=args.repeats, device=args.device,
                 out=args.out,
             )
+        elif args.command == "fit":
+            _fit(args)
         elif args.command == "bench" and args.suite == "layers":
             from .bench.layers import bench_layers
 
@@ -104,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 include_global_attention=args.global_attention, device=args.device,
                 out=args.out,
             )
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"dinet: error: {err}", file=sys.stderr)
         return 2
     return 0

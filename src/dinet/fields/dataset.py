@@ -1,0 +1,303 @@
+"""``FieldDataset``: many fitted fields on disk — safetensors shards and a JSON manifest.
+
+Layout of a dataset folder::
+
+    manifest.json            format, field architecture and hyper-parameters, labels,
+                             split, per-field PSNRs, source checksum, one entry per shard
+    shard-00000.safetensors  the parameters of fields [0, shard_size), their PSNRs and labels
+    shard-00001.safetensors  ...
+
+Every file is written to a temporary name and renamed into place, so a crash leaves either
+the old file or the new one. Each shard also carries, in its safetensors metadata, the
+digest of the *plan* that produced it (source checksum, architecture, fitting settings,
+shard layout): a rerun keeps the shards whose plan digest and checksum match and fits only
+the others. Loading checks the format version and each shard's SHA-256 before using it; a
+damaged shard raises an error naming the file, and the other shards still load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+
+from ..points import PointSet
+from .models import build_field
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "FieldDataset", "plan_digest",
+           "read_shard_entry", "shard_metadata", "shard_name", "write_manifest", "write_shard"]
+
+FORMAT = "dinet-fields"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, damaged or of another format; the message names it."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def plan_digest(plan: dict) -> str:
+    """A stable digest of everything that decides a dataset's content."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
+           torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+def _serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors format, written deterministically (sorted names and metadata keys),
+    so the same content gives the same bytes and the same checksum in every run."""
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
+def write_shard(folder: str | Path, index: int, start: int, state: dict[str, torch.Tensor],
+                psnr_grid, psnr_offgrid, labels=None, plan: str = "") -> dict:
+    """Write one shard atomically and return its manifest entry.
+
+    Args:
+        folder: the dataset folder.
+        index: shard number; ``start``: index of its first field in the dataset.
+        state: the fields' tensors (first axis = field), e.g. a batched field's state_dict.
+        psnr_grid, psnr_offgrid: per-field PSNRs; ``labels``: per-field labels or ``None``.
+        plan: the plan digest the shard belongs to.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = next(iter(state.values())).shape[0]
+    tensors = {f"field.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
+    tensors["psnr_grid"] = torch.as_tensor(np.asarray(psnr_grid, dtype=np.float32))
+    tensors["psnr_offgrid"] = torch.as_tensor(np.asarray(psnr_offgrid, dtype=np.float32))
+    if labels is not None:
+        tensors["labels"] = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    for name, t in tensors.items():
+        if t.shape[0] != count:
+            raise ValueError(f"shard tensor {name!r} has {t.shape[0]} rows, expected {count}")
+    data = _serialize(tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                                "start": str(start), "count": str(count), "plan": plan})
+    name = shard_name(index)
+    _atomic_write(folder / name, data)
+    return {"file": name, "start": int(start), "count": int(count), "sha256": _sha256(data)}
+
+
+def shard_metadata(path: str | Path) -> dict | None:
+    """The safetensors metadata of a shard file (read from its header alone), or ``None``
+    when the header cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len > 1 << 24:
+                return None
+            return json.loads(f.read(header_len)).get("__metadata__", {})
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def read_shard_entry(folder: str | Path, index: int, plan: str) -> dict | None:
+    """The manifest entry of an existing, intact shard of this plan, else ``None``."""
+    path = Path(folder) / shard_name(index)
+    meta = shard_metadata(path) if path.exists() else None
+    if not meta or meta.get("plan") != plan or meta.get("format") != FORMAT:
+        return None
+    data = path.read_bytes()
+    try:
+        st_load(data)  # the whole file parses
+    except (ValueError, SafetensorError):
+        return None
+    return {"file": path.name, "start": int(meta["start"]), "count": int(meta["count"]),
+            "sha256": _sha256(data)}
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> Path:
+    """Write ``manifest.json`` atomically (format and version added)."""
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
+    path = Path(folder) / MANIFEST
+    _atomic_write(path, (json.dumps(manifest, indent=1) + "\n").encode())
+    return path
+
+
+class FieldDataset:
+    """A dataset of fitted neural fields, opened from a folder written by ``dinet fit``.
+
+    Shards are read (and their checksums verified) on first use. :meth:`sample` evaluates
+    fields on a point set once and keeps the values in memory, keyed by the point set's
+    content hash: sampling is the costly part, so an epoch over the same points costs a
+    lookup.
+
+    Args:
+        path: the dataset folder.
+        cache_point_sets: how many point sets' samples to keep (least recently used first
+            out). Default 4.
+
+    Attributes:
+        manifest: the parsed ``manifest.json``.
+        labels: ``(N,)`` int64 array, or ``None`` for unlabelled data.
+        psnr_grid, psnr_offgrid: ``(N,)`` float arrays of the fits' PSNRs.
+    """
+
+    def __init__(self, path: str | Path, cache_point_sets: int = 4) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise DatasetError(f"{self.path} is not a folder — pass a dataset folder written "
+                               "by `dinet fit`")
+        if not manifest_path.exists():
+            raise DatasetError(f"{manifest_path} is missing: {self.path} is not a field dataset "
+                               "(or its `dinet fit` did not finish — rerun it to complete it)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DatasetError(f"{manifest_path} is not valid JSON ({err}) — rerun `dinet fit` "
+                               "to rewrite it") from None
+        if manifest.get("format") != FORMAT:
+            raise DatasetError(f"{manifest_path} is not a {FORMAT} manifest "
+                               f"(format={manifest.get('format')!r})")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise DatasetError(
+                f"{manifest_path} has format version {manifest.get('format_version')!r}; this "
+                f"dinet reads version {FORMAT_VERSION} — refit the dataset with this version "
+                "(`dinet fit ...`) or use the dinet release that wrote it"
+            )
+        self.manifest = manifest
+        self.arch = manifest["arch"]
+        self.hparams = manifest["hparams"]
+        self.labels = None if manifest.get("labels") is None else np.asarray(manifest["labels"],
+                                                                             dtype=np.int64)
+        self.psnr_grid = np.asarray(manifest.get("psnr_grid", []), dtype=np.float64)
+        self.psnr_offgrid = np.asarray(manifest.get("psnr_offgrid", []), dtype=np.float64)
+        self._shards = manifest["shards"]
+        self._starts = np.asarray([s["start"] for s in self._shards], dtype=np.int64)
+        self._loaded: dict[int, dict[str, torch.Tensor]] = {}
+        self._samples: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cache_point_sets = cache_point_sets
+
+    @classmethod
+    def open(cls, path: str | Path, **kwargs) -> FieldDataset:
+        return cls(path, **kwargs)
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_fields"])
+
+    def __repr__(self) -> str:
+        return (f"FieldDataset({str(self.path)!r}, n={len(self)}, arch={self.arch!r}, "
+                f"split={self.manifest.get('split')!r})")
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.hparams.get("out_dim", 1))
+
+    def _shard(self, s: int) -> dict[str, torch.Tensor]:
+        if s not in self._loaded:
+            entry = self._shards[s]
+            path = self.path / entry["file"]
+            if not path.exists():
+                raise DatasetError(f"{path} is missing — rerun `dinet fit` with the same "
+                                   "arguments to refit it")
+            data = path.read_bytes()
+            if _sha256(data) != entry["sha256"]:
+                raise DatasetError(
+                    f"{path} is damaged (its SHA-256 does not match {MANIFEST}; truncated or "
+                    "modified) — delete it and rerun `dinet fit` with the same arguments to "
+                    "refit that shard"
+                )
+            try:
+                self._loaded[s] = st_load(data)
+            except (ValueError, SafetensorError) as err:
+                raise DatasetError(f"{path} cannot be read ({err})") from None
+        return self._loaded[s]
+
+    def _check_indices(self, indices) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"field indices must be in [0, {len(self)}); got {idx.min()}.."
+                             f"{idx.max()}")
+        return idx
+
+    def fields(self, indices: Sequence[int]) -> torch.nn.Module:
+        """A batched field module holding the fields ``indices``, in that order."""
+        idx = self._check_indices(indices)
+        shard_of = np.searchsorted(self._starts, idx, side="right") - 1
+        parts: dict[str, list[torch.Tensor]] = {}
+        positions = []
+        for s in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == s)
+            rows = torch.from_numpy(idx[where] - self._starts[s])
+            positions.append(where)
+            for name, t in self._shard(int(s)).items():
+                if name.startswith("field."):
+                    parts.setdefault(name[len("field."):], []).append(t[rows])
+        inverse = torch.from_numpy(np.argsort(np.concatenate(positions)))  # back to idx order
+        module = build_field(self.arch, len(idx), **self.hparams)
+        module.load_state_dict({name: torch.cat(p)[inverse] for name, p in parts.items()})
+        return module
+
+    @torch.no_grad()
+    def sample(self, indices: Sequence[int], points: PointSet, chunk: int = 256) -> torch.Tensor:
+        """Values of the fields ``indices`` at ``points``, ``(B, N, C)`` (float32, CPU).
+
+        Values are computed once per (field, point set) and cached in memory.
+        """
+        idx = self._check_indices(indices)
+        key = points.digest
+        if key not in self._samples:
+            values = torch.zeros(len(self), len(points), self.out_dim)
+            done = torch.zeros(len(self), dtype=torch.bool)
+            self._samples[key] = (values, done)
+            while len(self._samples) > self._cache_point_sets:
+                self._samples.popitem(last=False)
+        self._samples.move_to_end(key)
+        values, done = self._samples[key]
+        missing = np.unique(idx[~done[torch.from_numpy(idx)].numpy()])
+        coords = points.coords.cpu()
+        for start in range(0, len(missing), chunk):
+            part = missing[start:start + chunk]
+            values[torch.from_numpy(part)] = self.fields(part)(coords).float()
+            done[torch.from_numpy(part)] = True
+        return values[torch.from_numpy(idx)]
+
+    def verify(self) -> list[str]:
+        """Check every shard; returns the problems found (empty when all is well)."""
+        problems = []
+        for s in range(len(self._shards)):
+            try:
+                self._shard(s)
+            except DatasetError as err:
+                problems.append(str(err))
+        return problems
