@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.dinet-installed
 # The local CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench lint clean fields
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/dinet bench conv
+
+# All 70k Fashion-MNIST images as 32x32 SIREN fields (train 60k + test 10k), resumable.
+FIELDS_DIR ?= data/fields
+fields: setup
+	$(VENV)/bin/dinet fit --source fashion-mnist --split train --out $(FIELDS_DIR)/fashion-mnist-train
+	$(VENV)/bin/dinet fit --source fashion-mnist --split test --out $(FIELDS_DIR)/fashion-mnist-test
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="which split of fashion-mnist or digits (default: train)")
     fit.add_argument("--limit", type=_positive_int, default=None,
                      help="use the first N images (scenes: how many to make)")
-    fit.add_argument("--size", type=_positive_int, default=32,
+    fit.add_argument("--size", type=_positive_int, default=None,
                      help="resize images to SIZE x SIZE before fitting (default: 32; scenes: 64)")
     fit.add_argument("--out", required=True, help="dataset folder to write")
     fit.add_argument("--data", default=None,
@@ -122,6 +122,8 @@ def _load_source(args) -> tuple:
     from . import data
 
     spec, limit = args.source, args.limit
+    if args.size is None:
+        args.size = 64 if spec == "scenes" else 32
     info = {"source": spec, "split": args.split, "limit": limit, "size": args.size}
     if spec == "fashion-mnist":
         images, labels = data.load_fashion_mnist(args.split, data_dir=args.data, limit=limit)
