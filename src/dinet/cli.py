@@ -32,6 +32,19 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _bench_options(parser: argparse.ArgumentParser, repeats: int, out: str) -> None:
+    """The options every benchmark suite shares."""
+    parser.add_argument("--channels", type=_positive_int, default=64,
+                        help="input = output channels (default: 64)")
+    parser.add_argument("--batch", type=_positive_int, default=8,
+                        help="batch size (default: 8)")
+    parser.add_argument("--repeats", type=_positive_int, default=repeats,
+                        help=f"timed runs after one warm-up; the median is reported "
+                        f"(default: {repeats})")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--out", default=out, help=f"JSON output path (default: {out})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dinet",
@@ -51,16 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--sizes", type=_int_list, default=[4096, 16384, 65536],
                       help="comma-separated point counts, perfect squares (default: "
                       "4096,16384,65536)")
-    conv.add_argument("--channels", type=_positive_int, default=64,
-                      help="input = output channels (default: 64)")
-    conv.add_argument("--batch", type=_positive_int, default=8, help="batch size (default: 8)")
     conv.add_argument("--kernel-size", type=_positive_int, default=3,
                       help="odd kernel size (default: 3)")
-    conv.add_argument("--repeats", type=_positive_int, default=5,
-                      help="timed runs after one warm-up; the median is reported (default: 5)")
-    conv.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    conv.add_argument("--out", default="benchmarks/results/conv.json",
-                      help="JSON output path (default: benchmarks/results/conv.json)")
+    _bench_options(conv, repeats=5, out="benchmarks/results/conv.json")
 
     layers = suites.add_parser(
         "layers",
@@ -71,16 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     layers.add_argument("--points", type=_positive_int, default=16384,
                         help="number of points, a perfect square (default: 16384)")
-    layers.add_argument("--channels", type=_positive_int, default=64,
-                        help="channels (default: 64)")
-    layers.add_argument("--batch", type=_positive_int, default=8, help="batch size (default: 8)")
-    layers.add_argument("--repeats", type=_positive_int, default=3,
-                        help="timed runs after one warm-up (default: 3)")
     layers.add_argument("--global-attention", action="store_true",
                         help="also time global attention (N x N scores; slow on a CPU)")
-    layers.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    layers.add_argument("--out", default="benchmarks/results/layers.json",
-                        help="JSON output path (default: benchmarks/results/layers.json)")
+    _bench_options(layers, repeats=3, out="benchmarks/results/layers.json")
 
     fit = commands.add_parser(
         "fit",
