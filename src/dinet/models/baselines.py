@@ -1,0 +1,139 @@
+"""Discrete CNN baselines that see a field only on their own fixed grid.
+
+They are what DI-Nets are compared against: each renders its input on a ``size``-per-axis
+grid (``dinet.points.grid``) and refuses any other point set, and the dense models read
+their output at query points by bilinear (trilinear) interpolation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.base import check_points, check_values
+from ..points import PointSet, values_to_image
+from .checkpoint import DIModel
+
+__all__ = ["GridCNNClassifier", "GridCNNSegmenter", "VoxelCNN3d"]
+
+
+def _grid_image(model: DIModel, x: torch.Tensor, points: PointSet, size: int,
+                dim: int) -> torch.Tensor:
+    """``(B, N, C)`` values on the model's own grid → ``(B, C, *shape)``, or a ValueError."""
+    check_points(points)
+    shape = (size,) * dim
+    if points.shape != shape or points.kind != "grid":
+        grid_call = f"dinet.points.grid({shape})"
+        raise ValueError(
+            f"{type(model).__name__} is a discrete CNN: it needs the field sampled on its own "
+            f"{'x'.join(map(str, shape))} grid ({grid_call}); got {points} — sample the field "
+            f"on {grid_call}, or use a DI-Net model (dinet.models), which accepts any points"
+        )
+    check_values(x, points, model.config["in_channels"])
+    return values_to_image(x, points)
+
+
+def _read_at(image: torch.Tensor, query: PointSet) -> torch.Tensor:
+    """Bilinear (trilinear) lookup of ``(B, C, *shape)`` at the query coords → (B, Nq, C).
+
+    ``grid_sample`` orders its last axis x = W first, so the coordinates are reversed.
+    """
+    b, c = image.shape[:2]
+    dim = image.ndim - 2
+    check_points(query, dim, "query")
+    coords = query.coords.to(device=image.device, dtype=image.dtype).flip(-1)
+    grid = coords.reshape(1, *([1] * (dim - 1)), -1, dim).expand(b, *([-1] * (dim + 1)))
+    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.reshape(b, c, -1).transpose(1, 2)
+
+
+def _conv_bn(c_in: int, c_out: int, dim: int = 2) -> list[nn.Module]:
+    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dim == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    return [conv(c_in, c_out, 3, padding=1, bias=False), norm(c_out), nn.ReLU()]
+
+
+class GridCNNClassifier(DIModel):
+    """A small CNN on the field rendered on its own ``size × size`` grid.
+
+    conv32-pool-conv64-pool-conv128, global average pool, linear head.
+
+    Args:
+        in_channels, n_classes: as for :class:`~dinet.models.Classifier`.
+        size: the grid it reads (``dinet.points.grid((size, size))``).
+        quadrature: accepted for a uniform interface; a grid's weights are uniform already.
+
+    Shapes:
+        - x: ``(B, size², in_channels)`` on ``points = grid((size, size))``
+        - output: logits ``(B, n_classes)``
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, size: int = 32,
+                 quadrature: str = "weights") -> None:
+        super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
+                         quadrature=quadrature)
+        self.size = int(size)
+        self.net = nn.Sequential(
+            *_conv_bn(in_channels, 32), nn.MaxPool2d(2),
+            *_conv_bn(32, 64), nn.MaxPool2d(2),
+            *_conv_bn(64, 128),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(128, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
+        return self.net(_grid_image(self, x, points, self.size, 2))
+
+
+class GridCNNSegmenter(DIModel):
+    """A small two-level U-Net CNN on its own ``size × size`` grid; its logits are read at
+    the query points by bilinear interpolation.
+
+    Shapes:
+        - x: ``(B, size², in_channels)`` on ``points = grid((size, size))``
+        - query: ``PointSet(N_query)`` (default: ``points``)
+        - output: logits ``(B, N_query, n_classes)``
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 11, size: int = 64,
+                 quadrature: str = "weights") -> None:
+        super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
+                         quadrature=quadrature)
+        self.size = int(size)
+        self.encoder = nn.Sequential(*_conv_bn(in_channels, 16), *_conv_bn(16, 16))
+        self.coarse = nn.Sequential(nn.MaxPool2d(2), *_conv_bn(16, 32), *_conv_bn(32, 32))
+        self.decoder = nn.Sequential(*_conv_bn(16 + 32, 16), nn.Conv2d(16, n_classes, 1))
+
+    def forward(self, x: torch.Tensor, points: PointSet,
+                query: PointSet | None = None) -> torch.Tensor:
+        image = _grid_image(self, x, points, self.size, 2)
+        fine = self.encoder(image)
+        coarse = F.interpolate(self.coarse(fine), size=fine.shape[2:], mode="bilinear",
+                               align_corners=False)
+        logits = self.decoder(torch.cat([fine, coarse], dim=1))
+        return _read_at(logits, points if query is None else query)
+
+
+class VoxelCNN3d(DIModel):
+    """A 3-D CNN on a ``size³`` voxel grid predicting signed distance, read at the query
+    points by trilinear interpolation, then ``scale · tanh``.
+
+    Shapes:
+        - x: ``(B, size³, in_channels)`` on ``points = grid((size,) * 3)``
+        - query: ``PointSet(N_query)`` (3-D)
+        - output: ``(B, N_query, 1)``
+    """
+
+    def __init__(self, in_channels: int = 4, size: int = 16, width: int = 16,
+                 scale: float = 2.0, quadrature: str = "weights") -> None:
+        super().__init__(in_channels=in_channels, size=size, width=width, scale=scale,
+                         quadrature=quadrature)
+        self.size, self.scale = int(size), float(scale)
+        self.net = nn.Sequential(
+            *_conv_bn(in_channels, width, 3), *_conv_bn(width, width, 3),
+            nn.Conv3d(width, 1, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, points: PointSet, query: PointSet) -> torch.Tensor:
+        image = _grid_image(self, x, points, self.size, 3)
+        return self.scale * torch.tanh(_read_at(self.net(image), query))

@@ -1,0 +1,232 @@
+"""Models: presets on any points, quadrature modes, checkpoints, baselines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dinet.points as P
+from dinet.models import (
+    PRESETS,
+    QUADRATURES,
+    SEGMENTER_PRESETS,
+    Classifier,
+    DIModel,
+    GridCNNClassifier,
+    GridCNNSegmenter,
+    SDFNet,
+    Segmenter,
+    VoxelCNN3d,
+    load_model,
+    unweighted,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: extra threads only add contention on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+H = 2 / 16  # 256 points ≈ a 16×16 image
+N = 256
+
+
+def point_sets():
+    return {"sobol": P.sobol(N, 2, seed=0), "grid": P.grid((16, 16)),
+            "shrunk": P.shrunk(N, 2, seed=0)}
+
+
+def run_unchanged(model, x, *args):
+    """Call the model and check that it leaves its input tensor alone."""
+    before = x.clone()
+    y = model(x, *args)
+    assert torch.equal(x, before)
+    return y
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_classifier_presets_on_any_points(preset):
+    torch.manual_seed(0)
+    model = Classifier(preset, in_channels=2, n_classes=3, base_spacing=H)
+    for points in point_sets().values():
+        y = run_unchanged(model, torch.randn(2, N, 2), points)
+        assert y.shape == (2, 3) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("preset", SEGMENTER_PRESETS)
+def test_segmenter_presets_on_any_points_and_queries(preset):
+    torch.manual_seed(0)
+    model = Segmenter(preset, in_channels=1, n_classes=4, base_spacing=H)
+    query = P.jittered_grid((7, 9), seed=1)
+    for points in point_sets().values():
+        x = torch.randn(2, N, 1)
+        y = run_unchanged(model, x, points)
+        assert y.shape == (2, N, 4) and torch.isfinite(y).all()
+        yq = model(x, points, query)
+        assert yq.shape == (2, 63, 4) and torch.isfinite(yq).all()
+
+
+def test_segmenter_query_equal_to_input_points_matches_default():
+    model = Segmenter("dinet3", base_spacing=H).eval()
+    points, x = P.sobol(N, 2, seed=2), torch.randn(2, N, 1)
+    torch.testing.assert_close(model(x, points), model(x, points, points))
+
+
+def test_sdfnet_on_3d_points():
+    torch.manual_seed(0)
+    model = SDFNet(base_spacing=2 / 8)
+    for points in (P.sobol(512, 3, seed=0), P.grid((8, 8, 8))):
+        y = run_unchanged(model, torch.randn(2, len(points), 4), points,
+                          P.random(50, 3, seed=1))
+        assert y.shape == (2, 50, 1) and torch.isfinite(y).all() and y.abs().max() <= 2
+    with pytest.raises(ValueError, match="2-D but .* dim=3"):
+        model(torch.randn(2, N, 4), P.sobol(N, 2, seed=0), P.sobol(4, 3, seed=0))
+
+
+def test_quadrature_none_differs_on_shrunk_and_agrees_on_uniform_points():
+    torch.manual_seed(0)
+    weighted = Classifier("dinet2", base_spacing=H).eval()
+    plain = Classifier("dinet2", base_spacing=H, quadrature="none").eval()
+    plain.load_state_dict(weighted.state_dict())
+    sets = point_sets()
+    x = torch.randn(2, N, 1)
+    assert not torch.allclose(weighted(x, sets["shrunk"]), plain(x, sets["shrunk"]))
+    for name in ("sobol", "grid"):
+        assert torch.equal(weighted(x, sets[name]), plain(x, sets[name]))
+    flat = unweighted(sets["shrunk"])
+    assert torch.equal(flat.coords, sets["shrunk"].coords)
+    torch.testing.assert_close(flat.weights, torch.full((N,), 4 / N))
+    assert unweighted(sets["shrunk"]) is flat  # cached
+
+
+@pytest.mark.parametrize("make", [
+    lambda q: Classifier("dinet2", base_spacing=H, quadrature=q),
+    lambda q: Segmenter("dinet3", base_spacing=H, quadrature=q),
+    lambda q: SDFNet(quadrature=q),
+    lambda q: GridCNNClassifier(quadrature=q),
+])
+def test_unknown_quadrature_lists_valid_values(make):
+    with pytest.raises(ValueError, match="'weights', 'none'"):
+        make("trapezoid")
+    assert QUADRATURES == ("weights", "none")
+
+
+def test_unknown_presets_list_valid_values():
+    with pytest.raises(ValueError, match="'dinet2', 'dinet4', 'dinet-res'"):
+        Classifier("resnet50")
+    with pytest.raises(ValueError, match="'dinet3', 'dinet5', 'dinet-unet'"):
+        Segmenter("unet")
+
+
+def _examples():
+    """(model, inputs) for one small model of every class."""
+    s2, s3 = P.shrunk(N, 2, seed=0), P.sobol(512, 3, seed=0)
+    g16, g8 = P.grid((16, 16)), P.grid((8, 8, 8))
+    q2, q3 = P.random(20, 2, seed=5), P.random(20, 3, seed=5)
+    return [
+        (Classifier("dinet4", base_spacing=H, quadrature="none"), (torch.randn(2, N, 1), s2)),
+        (Segmenter("dinet5", base_spacing=H), (torch.randn(2, N, 1), s2, q2)),
+        (SDFNet(base_spacing=2 / 8), (torch.randn(2, 512, 4), s3, q3)),
+        (GridCNNClassifier(1, 10, size=16), (torch.randn(2, N, 1), g16)),
+        (GridCNNSegmenter(1, 5, size=16), (torch.randn(2, N, 1), g16, q2)),
+        (VoxelCNN3d(4, size=8), (torch.randn(2, 512, 4), g8, q3)),
+    ]
+
+
+def test_checkpoint_round_trip_is_exact_for_every_class(tmp_path):
+    torch.manual_seed(0)
+    for model, inputs in _examples():
+        model.train()
+        model(*inputs)  # move the running statistics away from their initial values
+        model.eval()
+        path = tmp_path / f"{type(model).__name__}.pt"
+        model.save(path, extra={"epoch": 3})
+        for loaded in (type(model).from_checkpoint(path), load_model(path)):
+            assert type(loaded) is type(model) and loaded.config == model.config
+            assert loaded.checkpoint_extra == {"epoch": 3}
+            loaded.eval()
+            assert torch.equal(loaded(*inputs), model(*inputs))
+        raw = torch.load(path, weights_only=True)
+        assert raw["format"] == "dinet-model" and raw["class"] == type(model).__name__
+        assert raw["format_version"] == type(model).FORMAT_VERSION
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_bad_checkpoints_raise_helpful_errors_and_stay_untouched(tmp_path):
+    seg = tmp_path / "seg.pt"
+    Segmenter("dinet3", base_spacing=H).save(seg)
+
+    def unchanged(path, action, match):
+        before = path.read_bytes()
+        with pytest.raises(ValueError, match=match) as info:
+            action(path)
+        assert str(path) in str(info.value)
+        assert path.read_bytes() == before
+
+    unchanged(seg, Classifier.from_checkpoint,
+              "holds a Segmenter, not a Classifier; use Segmenter.from_checkpoint or "
+              "dinet.models.load_model")
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(seg.read_bytes()[:200])
+    unchanged(truncated, load_model, "truncated or corrupted")
+
+    foreign = tmp_path / "state_dict.pt"
+    torch.save(Segmenter("dinet3", base_spacing=H).state_dict(), foreign)
+    unchanged(foreign, Segmenter.from_checkpoint, "not a dinet model checkpoint")
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    unchanged(text, DIModel.from_checkpoint, "truncated or corrupted")
+
+    old = tmp_path / "old.pt"
+    payload = torch.load(seg, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, old)
+    unchanged(old, Segmenter.from_checkpoint, "format version 99")
+
+
+def test_baselines_reject_points_that_are_not_their_grid():
+    x = torch.randn(2, N, 1)
+    with pytest.raises(ValueError, match=r"16x16 grid \(dinet.points.grid\(\(16, 16\)\)\)"):
+        GridCNNClassifier(1, 10, size=16)(x, P.sobol(N, 2, seed=0))
+    with pytest.raises(ValueError, match="any points"):
+        GridCNNSegmenter(1, 5, size=32)(x, P.grid((16, 16)))
+    with pytest.raises(ValueError, match="8x8x8 grid"):
+        VoxelCNN3d(4, size=8)(torch.randn(1, 512, 4), P.sobol(512, 3, seed=0),
+                              P.sobol(4, 3, seed=0))
+
+
+def test_baseline_segmenter_reads_its_own_pixels_exactly():
+    model = GridCNNSegmenter(1, 3, size=16).eval()
+    grid, x = P.grid((16, 16)), torch.randn(2, N, 1)
+    torch.testing.assert_close(model(x, grid, grid), model(x, grid), rtol=0, atol=0)
+    assert model(x, grid, P.jittered_grid((5, 5), seed=0)).shape == (2, 25, 3)
+
+
+def test_classifier_learns_the_sign_of_a_smooth_field():
+    torch.manual_seed(0)
+    points = P.sobol(32, 2, seed=0)
+    model = Classifier("dinet4", n_classes=2, base_spacing=2 / 8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xy = points.coords
+
+    def batch(size=16):
+        offset = torch.randn(size, 1)
+        slope = torch.randn(size, 2)
+        field = offset + 0.5 * slope @ xy.T + 0.3 * torch.sin(3 * xy[:, 0])
+        return field[..., None], (offset[:, 0] > 0).long()
+
+    losses = []
+    for _ in range(20):
+        x, labels = batch(8)
+        loss = torch.nn.functional.cross_entropy(model(x, points), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
