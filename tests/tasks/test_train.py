@@ -1,0 +1,108 @@
+"""Training a classifier on a tiny field dataset: runs, learns, resumes exactly."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dinet.cli import main
+from dinet.fields import build_dataset
+from dinet.models import Classifier
+from dinet.tasks import DISCRETIZATIONS, TrainConfig, make_points, train
+
+train_module = importlib.import_module("dinet.tasks.train")  # the module, not the function
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory):
+    """24 fields of 8x8 images whose class is which half is brighter."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 24)
+    y = np.mgrid[0:8, 0:8][1] / 7.0
+    images = np.stack([np.where(lab, y, 1 - y) * 0.8 + 0.1 * rng.random((8, 8))
+                       for lab in labels])[..., None].astype(np.float32)
+    path = tmp_path_factory.mktemp("fields") / "tiny"
+    build_dataset(path, images, labels, arch_hparams={"width": 8},
+                  fit_options={"max_steps": 10, "meta_steps": 2}, shard_size=12,
+                  progress=False)
+    return path
+
+
+def _config(fields, out, **kw):
+    base = dict(fields=str(fields), out=str(out), model="dinet2", points=64, epochs=2,
+                batch_size=8, lr=3e-3)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kind", DISCRETIZATIONS)
+def test_make_points(kind):
+    points = make_points(kind, 64, seed=3)
+    assert len(points) == 64 and points.dim == 2
+    if kind in ("sobol", "random", "jittered"):
+        assert make_points(kind, 64, seed=3) == points
+        assert make_points(kind, 64, seed=4) != points
+    with pytest.raises(ValueError, match="valid: sobol, grid"):
+        make_points("hex", 64)
+
+
+def test_grid_needs_a_square():
+    with pytest.raises(ValueError, match="perfect square.*64 or 81"):
+        make_points("grid", 70)
+
+
+def test_training_learns_and_writes_a_run(fields, tmp_path):
+    out = tmp_path / "run"
+    last = train(_config(fields, out, epochs=6), progress=False)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == list(range(6))
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert last == lines[-1]
+    model = Classifier.from_checkpoint(out / "model.pt")
+    assert model.config["preset"] == "dinet2"
+    with pytest.raises(ValueError, match="--resume"):
+        train(_config(fields, out), progress=False)
+
+
+def test_killed_mid_epoch_and_resumed_equals_uninterrupted(fields, tmp_path, monkeypatch):
+    clean = train(_config(fields, tmp_path / "clean", discretization="sobol"), progress=False)
+
+    real = train_module.F.cross_entropy
+    calls = []
+
+    def dying(*args, **kwargs):  # dies in the middle of the second epoch
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", dying)
+    config = _config(fields, tmp_path / "resumed", discretization="sobol")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=False)
+    monkeypatch.setattr(train_module.F, "cross_entropy", real)
+    resumed = train(config, resume=True, progress=False)
+    assert resumed == clean
+    a = torch.load(tmp_path / "clean" / "train_state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ((tmp_path / "clean" / "metrics.jsonl").read_text()
+            == (tmp_path / "resumed" / "metrics.jsonl").read_text())
+
+
+def test_cli_train_and_errors(fields, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "--fields", str(fields), "--points", "64", "--epochs", "1",
+            "--batch-size", "8", "--discretization", "grid", "--out", str(out)]
+    assert main(args) == 0
+    assert "train accuracy" in capsys.readouterr().out
+    assert main([*args[:-1], str(tmp_path / "x"), "--model", "resnet50"]) == 2
+    assert "dinet2" in capsys.readouterr().err
+    assert main([*args[:-1], str(tmp_path / "y"), "--discretization", "hex"]) == 2
+    assert "valid: sobol, grid" in capsys.readouterr().err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(args) == 2  # exists: nothing is overwritten without --resume
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
