@@ -143,7 +143,32 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder")
     tr.add_argument("--resume", action="store_true",
                     help="continue the run in --out from its last finished epoch")
+
+    ev = commands.add_parser(
+        "eval",
+        help="accuracy of a trained run on every discretization and number of points",
+        description="Evaluate a run's model on a (test) field dataset for each discretization "
+        "and number of points; writes results.json and results.md into the run folder.",
+    )
+    ev.add_argument("--run", required=True, help="run folder written by `dinet train`")
+    ev.add_argument("--fields", required=True, help="field dataset to evaluate on")
+    ev.add_argument("--discretizations", default="sobol,grid,shrunk,random,jittered",
+                    help="comma-separated (default: sobol,grid,shrunk,random,jittered)")
+    ev.add_argument("--points", type=_int_list, default=[256, 1024, 4096],
+                    help="comma-separated point counts, perfect squares for grid/jittered "
+                    "(default: 256,1024,4096)")
+    ev.add_argument("--limit", type=_positive_int, default=None,
+                    help="evaluate on the first N fields")
     return parser
+
+
+def _eval(args) -> None:
+    from .tasks import evaluate, results_table
+
+    kinds = tuple(k.strip() for k in args.discretizations.split(",") if k.strip())
+    results = evaluate(args.run, args.fields, kinds, tuple(args.points), limit=args.limit)
+    print(results_table(results))
+    print(f"written to {args.run}/results.json and results.md")
 
 
 def _train(args) -> None:
@@ -227,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             _fit(args)
         elif args.command == "train":
             _train(args)
+        elif args.command == "eval":
+            _eval(args)
         elif args.command == "bench" and args.suite == "layers":
             from .bench.layers import bench_layers
 

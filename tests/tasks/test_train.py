@@ -106,3 +106,25 @@ def test_cli_train_and_errors(fields, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(args) == 2  # exists: nothing is overwritten without --resume
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_evaluate_every_discretization(fields, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(fields, out, epochs=3), progress=False)
+    assert main(["eval", "--run", str(out), "--fields", str(fields), "--points", "16,64",
+                 "--discretizations", "sobol,grid,shrunk"]) == 0
+    printed = capsys.readouterr().out
+    assert "| grid |" in printed and "64 points" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["accuracy"]) == {"sobol", "grid", "shrunk"}
+    for row in results["accuracy"].values():
+        assert set(row) == {"16", "64"} and all(0 <= a <= 1 for a in row.values())
+    again = json.loads((out / "results.json").read_text())
+    main(["eval", "--run", str(out), "--fields", str(fields), "--points", "16,64",
+          "--discretizations", "sobol,grid,shrunk"])
+    assert json.loads((out / "results.json").read_text()) == again  # reproducible
+    assert main(["eval", "--run", str(out), "--fields", str(fields),
+                 "--discretizations", "hexagonal"]) == 2
+    assert "valid: sobol" in capsys.readouterr().err
+    assert main(["eval", "--run", str(tmp_path), "--fields", str(fields)]) == 2
+    assert "model.pt" in capsys.readouterr().err

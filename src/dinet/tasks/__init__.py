@@ -1,6 +1,15 @@
-"""Tasks end to end: discretizations, training (and, to come, evaluation and reports)."""
+"""Tasks end to end: named discretizations, training, cross-discretization evaluation."""
 
 from .discretize import DISCRETIZATIONS, RANDOMISED, make_points
+from .evaluate import evaluate, results_table
 from .train import TrainConfig, train
 
-__all__ = ["DISCRETIZATIONS", "RANDOMISED", "TrainConfig", "make_points", "train"]
+__all__ = [
+    "DISCRETIZATIONS",
+    "RANDOMISED",
+    "TrainConfig",
+    "evaluate",
+    "make_points",
+    "results_table",
+    "train",
+]
