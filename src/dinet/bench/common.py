@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .._io import atomic_write_text
+
 __all__ = ["median_time", "peak_memory", "machine_info", "write_results", "markdown_table"]
 
 
@@ -106,12 +108,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
 
 def write_results(path: str | Path, payload: dict) -> Path:
     """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
+from .._io import atomic_write_bytes
 from ..points import PointSet
 from .models import build_field
 
@@ -55,15 +55,6 @@ def plan_digest(plan: dict) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
@@ -113,7 +104,7 @@ def write_shard(folder: str | Path, index: int, start: int, state: dict[str, tor
     data = _serialize(tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
                                 "start": str(start), "count": str(count), "plan": plan})
     name = shard_name(index)
-    _atomic_write(folder / name, data)
+    atomic_write_bytes(folder / name, data)
     return {"file": name, "start": int(start), "count": int(count), "sha256": _sha256(data)}
 
 
@@ -149,7 +140,7 @@ def write_manifest(folder: str | Path, manifest: dict) -> Path:
     """Write ``manifest.json`` atomically (format and version added)."""
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
     path = Path(folder) / MANIFEST
-    _atomic_write(path, (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode())
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import atomic_torch_save
 from ..points import PointSet
 
 __all__ = ["DIModel", "QUADRATURES", "check_quadrature", "load_model", "unweighted"]
@@ -129,16 +129,7 @@ class DIModel(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "extra": extra,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_torch_save(payload, path)
         return path
 
     @classmethod

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._io import atomic_write_text
 from ..fields import FieldDataset
 from ..models import load_model
 from .discretize import DISCRETIZATIONS, make_points
@@ -59,8 +59,8 @@ def evaluate(run: str | Path, fields: str | Path,
                "train_discretization": config.get("discretization"),
                "train_points": config.get("points"), "model": config.get("model"),
                "accuracy": accuracy}
-    _atomic_write_text(run / "results.json", json.dumps(results, indent=1) + "\n")
-    _atomic_write_text(run / "results.md", results_table(results) + "\n")
+    atomic_write_text(run / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(run / "results.md", results_table(results) + "\n")
     return results
 
 
@@ -76,9 +76,3 @@ def results_table(results: dict) -> str:
     for kind, row in accuracy.items():
         lines.append(f"| {kind} | " + " | ".join(f"{100 * row[c]:.1f}%" for c in counts) + " |")
     return "\n".join(lines)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .._io import atomic_torch_save, atomic_write_text
 from ..fields import FieldDataset
 from ..models import Classifier
 from .discretize import DISCRETIZATIONS, RANDOMISED, make_points
@@ -61,18 +60,6 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _derived_seed(*keys: int) -> int:
@@ -134,7 +121,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             schedule.load_state_dict(state["schedule"])
             first_epoch = int(state["epoch"]) + 1
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1) + "\n")
     metrics_path = out / "metrics.jsonl"
     if first_epoch == 0 and metrics_path.exists():
         metrics_path.unlink()
@@ -185,6 +172,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         with open(metrics_path, "a") as f:  # a resume keeps one line per finished epoch
             f.write(json.dumps(last) + "\n")
         model.save(out / "model.pt", extra={"epoch": epoch, "task": config.task})
-        _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "epoch": epoch}, state_path)
     return last
