@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--weight-decay", type=float, default=1e-3, help="AdamW weight decay")
     tr.add_argument("--quadrature", default="weights", choices=["weights", "none"],
                     help="'none' drops the quadrature weights (the paper's plain sums)")
+    tr.add_argument("--kernel", default="spline", choices=["spline", "mlp"],
+                    help="convolution kernel family (default: spline)")
+    tr.add_argument("--base-spacing", type=float, default=None,
+                    help="finest kernel lattice step in domain units (default: 2 / image size)")
     tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
     tr.add_argument("--limit", type=_positive_int, default=None,
                     help="train on the first N fields")
@@ -178,7 +182,8 @@ def _train(args) -> None:
         fields=args.fields, out=args.out, task=args.task, model=args.model,
         discretization=args.discretization, points=args.points, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-        augment=not args.no_augment, quadrature=args.quadrature, limit=args.limit,
+        augment=not args.no_augment, quadrature=args.quadrature, kernel=args.kernel,
+        base_spacing=args.base_spacing, limit=args.limit,
     )
     last = train(config, resume=args.resume)
     print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: loss {last.get('loss', 0):.4f}, "

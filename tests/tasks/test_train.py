@@ -128,3 +128,12 @@ def test_evaluate_every_discretization(fields, tmp_path, capsys):
     assert "valid: sobol" in capsys.readouterr().err
     assert main(["eval", "--run", str(tmp_path), "--fields", str(fields)]) == 2
     assert "model.pt" in capsys.readouterr().err
+
+
+def test_mlp_kernel_and_spacing_options(fields, tmp_path):
+    out = tmp_path / "mlp"
+    train(_config(fields, out, epochs=1, kernel="mlp", base_spacing=0.25), progress=False)
+    model = Classifier.from_checkpoint(out / "model.pt")
+    assert model.config["kernel"] == "mlp" and model.config["base_spacing"] == 0.25
+    convs = [m for m in model.modules() if m.__class__.__name__ == "DIConv"]
+    assert convs and all(c.kernel == "mlp" for c in convs)

@@ -23,10 +23,11 @@ def check_preset(preset, valid: tuple[str, ...], owner: str) -> str:
 
 
 def conv_block(c_in: int, c_out: int, spacing: float, *, dim: int = 2, stride: int = 1,
-               kernel_size: int = 3, relu: bool = True) -> DISequential:
+               kernel_size: int = 3, relu: bool = True, kernel: str = "spline") -> DISequential:
     """DIConv → DIBatchNorm (→ ReLU)."""
     layers: list[nn.Module] = [
-        DIConv(c_in, c_out, kernel_size, spacing=spacing, dim=dim, stride=stride, bias=False),
+        DIConv(c_in, c_out, kernel_size, spacing=spacing, dim=dim, stride=stride, bias=False,
+               kernel=kernel),
         DIBatchNorm(c_out),
     ]
     if relu:
@@ -34,12 +35,13 @@ def conv_block(c_in: int, c_out: int, spacing: float, *, dim: int = 2, stride: i
     return DISequential(*layers)
 
 
-def residual_block(c_in: int, c_out: int, spacing: float, stride: int = 1) -> DISequential:
+def residual_block(c_in: int, c_out: int, spacing: float, stride: int = 1,
+                   kernel: str = "spline") -> DISequential:
     """conv-norm-ReLU-conv-norm + identity (a 1×1 stride-``stride`` DIConv shortcut when the
     channels or points change), then ReLU. ``spacing`` is the output level's spacing."""
     body = DISequential(
-        conv_block(c_in, c_out, spacing, stride=stride),
-        conv_block(c_out, c_out, spacing, relu=False),
+        conv_block(c_in, c_out, spacing, stride=stride, kernel=kernel),
+        conv_block(c_out, c_out, spacing, relu=False, kernel=kernel),
     )
     shortcut = None
     if stride != 1 or c_in != c_out:
@@ -75,6 +77,8 @@ class Classifier(DIModel):
         base_spacing: the finest kernel lattice step in domain units (2/H for H×H images).
         quadrature: ``"weights"`` (integrate with the points' quadrature weights) or
             ``"none"`` (the paper's unweighted sums: uniform weights 2^d/N).
+        kernel: the convolutions' kernel family, ``"spline"`` (default) or ``"mlp"``
+            (a learned windowed basis, smoother to integrate on scattered points).
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (2-D)
@@ -82,34 +86,37 @@ class Classifier(DIModel):
     """
 
     def __init__(self, preset: str = "dinet-res", in_channels: int = 1, n_classes: int = 10,
-                 base_spacing: float = 2 / 32, quadrature: str = "weights") -> None:
+                 base_spacing: float = 2 / 32, quadrature: str = "weights",
+                 kernel: str = "spline") -> None:
         check_preset(preset, PRESETS, "Classifier")
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
-                         base_spacing=base_spacing, quadrature=quadrature)
+                         base_spacing=base_spacing, quadrature=quadrature, kernel=kernel)
         h = float(base_spacing)
+        k = kernel
         if preset == "dinet2":
             self.net = DISequential(
-                conv_block(in_channels, 64, h),
-                conv_block(64, 128, 2 * h, stride=2),
+                conv_block(in_channels, 64, h, kernel=k),
+                conv_block(64, 128, 2 * h, stride=2, kernel=k),
                 GlobalAvgPool(),
                 mlp_head(128, 128, n_classes),
             )
         elif preset == "dinet4":
             self.net = DISequential(
-                conv_block(in_channels, 32, h),
-                residual_block(32, 32, h),
-                conv_block(32, 32, 2 * h, stride=2),
+                conv_block(in_channels, 32, h, kernel=k),
+                residual_block(32, 32, h, kernel=k),
+                conv_block(32, 32, 2 * h, stride=2, kernel=k),
                 GlobalAvgPool(),
                 mlp_head(32, 32, n_classes),
             )
         else:
             widths = (32, 64, 128)
-            layers: list[nn.Module] = [conv_block(in_channels, widths[0], h)]
+            layers: list[nn.Module] = [conv_block(in_channels, widths[0], h, kernel=k)]
             c_in = widths[0]
             for stage, width in enumerate(widths):
                 spacing = h * 2**stage
-                layers.append(residual_block(c_in, width, spacing, stride=1 if stage == 0 else 2))
-                layers.append(residual_block(width, width, spacing))
+                layers.append(residual_block(c_in, width, spacing, stride=1 if stage == 0 else 2,
+                                             kernel=k))
+                layers.append(residual_block(width, width, spacing, kernel=k))
                 c_in = width
             layers += [GlobalAvgPool(), nn.Dropout(0.2), nn.Linear(c_in, n_classes)]
             self.net = DISequential(*layers)

@@ -48,6 +48,8 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     quadrature: str = "weights"
+    kernel: str = "spline"
+    base_spacing: float | None = None  # None: 2 / (the fields' image size)
     limit: int | None = None
 
     def check(self) -> None:
@@ -93,8 +95,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     size = dataset.manifest.get("source", {}).get("image_shape", [32])[0]
     torch.manual_seed(config.seed)
     model = Classifier(config.model, in_channels=dataset.out_dim,
-                       n_classes=int(dataset.labels.max()) + 1, base_spacing=2.0 / size,
-                       quadrature=config.quadrature)
+                       n_classes=int(dataset.labels.max()) + 1,
+                       base_spacing=config.base_spacing or 2.0 / size,
+                       quadrature=config.quadrature, kernel=config.kernel)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
