@@ -106,6 +106,15 @@ class _BatchedField(nn.Module):
         return f"n_fields={self.n_fields}, {args}"
 
 
+def _batched_layers(n_fields: int, in_dim: int, width: int, depth: int,
+                    out_dim: int) -> nn.ModuleList:
+    """``depth`` hidden layers of ``width`` and a linear output, batched over the fields."""
+    dims = [in_dim] + [width] * depth + [out_dim]
+    return nn.ModuleList(
+        BatchedLinear(n_fields, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
+    )
+
+
 class SirenField(_BatchedField):
     """A batch of SIRENs (Sitzmann et al., NeurIPS 2020, arXiv 2006.09661).
 
@@ -146,10 +155,8 @@ class SirenField(_BatchedField):
             )
         self.n_fields, self.in_dim, self.out_dim = int(n_fields), int(in_dim), int(out_dim)
         self.width, self.depth, self.omega0 = int(width), int(depth), float(omega0)
-        dims = [self.in_dim] + [self.width] * self.depth + [self.out_dim]
-        self.layers = nn.ModuleList(
-            BatchedLinear(self.n_fields, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
-        )
+        self.layers = _batched_layers(self.n_fields, self.in_dim, self.width, self.depth,
+                                      self.out_dim)
         self.reset_parameters()
 
     def hparams(self) -> dict[str, Any]:
@@ -236,10 +243,8 @@ class FourierFeatureField(_BatchedField):
         gen = torch.Generator().manual_seed(self.seed)
         freqs = torch.randn(self.in_dim, self.n_features, generator=gen) * self.scale
         self.register_buffer("frequencies", freqs, persistent=False)
-        dims = [2 * self.n_features] + [self.width] * self.depth + [self.out_dim]
-        self.layers = nn.ModuleList(
-            BatchedLinear(self.n_fields, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
-        )
+        self.layers = _batched_layers(self.n_fields, 2 * self.n_features, self.width,
+                                      self.depth, self.out_dim)
         self.reset_parameters()
 
     def hparams(self) -> dict[str, Any]:
