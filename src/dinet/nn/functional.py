@@ -27,6 +27,9 @@ __all__ = ["reference_conv", "sparse_matmul", "stencil_conv"]
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _SDDMM_CHUNK = 1 << 18  # entries per chunk in the torch fallback, to bound its memory
+#: Elements of Z = S @ X computed at once (64 Mi floats, 256 MB in float32); larger batches
+#: are processed in chunks of batch elements.
+_Z_BUDGET = 1 << 26
 
 
 def _use_compiled(x: torch.Tensor) -> bool:
@@ -60,44 +63,62 @@ def _sddmm_add(stencil: Stencil, a: torch.Tensor, b: torch.Tensor, out: torch.Te
         out[part] += (a[rows[part]] * b[cols[part]]).sum(dim=1)
 
 
-def _gather(values: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """Rows of ``values`` in the stencil's internal order."""
-    return values.contiguous() if order is None else values.index_select(0, order)
+def _gather(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """``(b, N, C)`` batch values → ``(N, b·C)`` rows in the stencil's internal order."""
+    b, n, c = x.shape
+    rows = x.transpose(0, 1)
+    rows = rows.contiguous() if order is None else rows.index_select(0, order)
+    return rows.reshape(n, b * c)
 
 
-def _scatter(dest: torch.Tensor, order: torch.Tensor | None, values: torch.Tensor) -> None:
-    """Write internal-order rows back to the point set's order."""
+def _scatter(dest: torch.Tensor, order: torch.Tensor | None, rows: torch.Tensor) -> None:
+    """Write internal-order rows ``(N, b, C)`` back to ``dest (b, N, C)`` in point order."""
+    view = dest.transpose(0, 1)
     if order is None:
-        dest.copy_(values)
+        view.copy_(rows)
     else:
-        dest.index_copy_(0, order, values)
+        view.index_copy_(0, order, rows)
+
+
+def _batch_chunks(batch: int, row_elems: int) -> list[slice]:
+    """Slices of the batch whose ``Z = S @ X`` (``row_elems`` floats per batch element)
+    stays under :data:`_Z_BUDGET` elements — one slice when the whole batch fits."""
+    size = max(1, min(batch, _Z_BUDGET // max(row_elems, 1)))
+    return [slice(s, min(s + size, batch)) for s in range(0, batch, size)]
 
 
 def _basis_product(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Σ_b Z_b W_b for ``z (K, N, G, Cg)`` and ``weight (K, G, Cg, Og)`` → ``(N, G·Og)``."""
-    n_basis, n, groups, _ = z.shape
+    """Σ_k Z_k W_k for ``z (K, M, G, Cg)`` and ``weight (K, G, Cg, Og)`` → ``(M, G·Og)``."""
+    n_basis, m, groups, _ = z.shape
     if groups == 1:
         # One GEMM per basis function, accumulated in place; as fast as a single im2col GEMM
         # and needs no permuted copy of Z.
-        out = z.new_zeros(n, weight.shape[-1])
-        for b in range(n_basis):
-            out.addmm_(z[b, :, 0], weight[b, 0])
+        out = z.new_zeros(m, weight.shape[-1])
+        for k in range(n_basis):
+            out.addmm_(z[k, :, 0], weight[k, 0])
         return out
-    return torch.einsum("kngc,kgco->ngo", z, weight).reshape(n, -1)
+    return torch.einsum("kmgc,kgco->mgo", z, weight).reshape(m, -1)
 
 
 class _StencilConv(torch.autograd.Function):
-    """y[t] = Σ_b (S @ x[t])_b W_b for every batch element t; backward by hand."""
+    """y[t] = Σ_k (S @ x[t])_k W_k for every batch element t; backward by hand.
+
+    A chunk of b batch elements is one sparse product with a wide dense matrix: X is laid
+    out as ``(N_in, b·C)``, so Z = S @ X is ``(K, N_out, b, C)`` and the basis product is K
+    GEMMs with ``N_out·b`` rows. Chunks bound the memory of Z (:data:`_Z_BUDGET`).
+    """
 
     @staticmethod
     def forward(ctx, x, weight, values, stencil: Stencil):
         n_basis, groups, cg, og = weight.shape
+        n_out = stencil.n_out
         in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
-        out = x.new_empty(x.shape[0], stencil.n_out, groups * og)
-        for t in range(x.shape[0]):  # one batch element at a time bounds the size of Z
-            z = _spmm(stencil, values, _gather(x[t], in_order))
-            _scatter(out[t], out_order,
-                     _basis_product(z.view(n_basis, stencil.n_out, groups, cg), weight))
+        out = x.new_empty(x.shape[0], n_out, groups * og)
+        for part in _batch_chunks(x.shape[0], n_basis * n_out * x.shape[2]):
+            b = part.stop - part.start
+            z = _spmm(stencil, values, _gather(x[part], in_order))
+            y = _basis_product(z.view(n_basis, n_out * b, groups, cg), weight)
+            _scatter(out[part], out_order, y.view(n_out, b, groups * og))
         ctx.save_for_backward(x, weight, values)
         ctx.stencil = stencil
         return out
@@ -108,34 +129,37 @@ class _StencilConv(torch.autograd.Function):
         x, weight, values = ctx.saved_tensors
         stencil: Stencil = ctx.stencil
         n_basis, groups, cg, og = weight.shape
-        n_out = stencil.n_out
+        n_out, n_in = stencil.n_out, stencil.n_in
         in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
         need_x, need_w, need_v = ctx.needs_input_grad[:3]
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_v = torch.zeros_like(values) if need_v else None
-        for t in range(x.shape[0]):
-            g = _gather(grad_out[t], out_order).view(n_out, groups, og)
-            x_t = _gather(x[t], in_order) if (need_w or need_v) else None
+        for part in _batch_chunks(x.shape[0], n_basis * n_out * x.shape[2]):
+            b = part.stop - part.start
+            m = n_out * b
+            g = _gather(grad_out[part], out_order).view(m, groups, og)
+            x_p = _gather(x[part], in_order) if (need_w or need_v) else None
             if need_w:
-                z = _spmm(stencil, values, x_t).view(n_basis, n_out, groups, cg)  # recomputed
+                z = _spmm(stencil, values, x_p).view(n_basis, m, groups, cg)  # recomputed
                 if groups == 1:
-                    for b in range(n_basis):
-                        grad_w[b, 0].addmm_(z[b, :, 0].t(), g[:, 0])
+                    for k in range(n_basis):
+                        grad_w[k, 0].addmm_(z[k, :, 0].t(), g[:, 0])
                 else:
-                    grad_w += torch.einsum("kngc,ngo->kgco", z, g)
+                    grad_w += torch.einsum("kmgc,mgo->kgco", z, g)
             if need_x or need_v:
                 if groups == 1:  # one GEMM per basis function into its slice of dZ
-                    dz = x.new_empty(n_basis, n_out, cg)
-                    for b in range(n_basis):
-                        torch.mm(g[:, 0], weight[b, 0].t(), out=dz[b])
+                    dz = x.new_empty(n_basis, m, cg)
+                    for k in range(n_basis):
+                        torch.mm(g[:, 0], weight[k, 0].t(), out=dz[k])
                 else:
-                    dz = torch.einsum("ngo,kgco->kngc", g, weight)
-                dz = dz.reshape(n_basis * n_out, groups * cg)
+                    dz = torch.einsum("mgo,kgco->kmgc", g, weight)
+                dz = dz.reshape(n_basis * n_out, b * groups * cg)
                 if need_x:
-                    _scatter(grad_x[t], in_order, _spmm(stencil, values, dz, transpose=True))
+                    dx = _spmm(stencil, values, dz, transpose=True)
+                    _scatter(grad_x[part], in_order, dx.view(n_in, b, -1))
                 if need_v:
-                    _sddmm_add(stencil, dz, x_t, grad_v)
+                    _sddmm_add(stencil, dz, x_p, grad_v)
         return grad_x, grad_w, grad_v, None
 
 
@@ -166,8 +190,9 @@ class _SparseMatmul(torch.autograd.Function):
         values = stencil.value_tensor(x.device, x.dtype)
         in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
         out = x.new_empty(x.shape[0], stencil.n_out, x.shape[2])
-        for t in range(x.shape[0]):
-            _scatter(out[t], out_order, _spmm(stencil, values, _gather(x[t], in_order)))
+        for part in _batch_chunks(x.shape[0], stencil.n_out * x.shape[2]):
+            y = _spmm(stencil, values, _gather(x[part], in_order))
+            _scatter(out[part], out_order, y.view(stencil.n_out, part.stop - part.start, -1))
         ctx.stencil = stencil
         return out
 
@@ -179,9 +204,9 @@ class _SparseMatmul(torch.autograd.Function):
         in_order, out_order = (stencil.order("in", grad_out.device),
                                stencil.order("out", grad_out.device))
         grad_x = grad_out.new_empty(grad_out.shape[0], stencil.n_in, grad_out.shape[2])
-        for t in range(grad_out.shape[0]):
-            g = _gather(grad_out[t], out_order)
-            _scatter(grad_x[t], in_order, _spmm(stencil, values, g, transpose=True))
+        for part in _batch_chunks(grad_out.shape[0], stencil.n_in * grad_out.shape[2]):
+            dx = _spmm(stencil, values, _gather(grad_out[part], out_order), transpose=True)
+            _scatter(grad_x[part], in_order, dx.view(stencil.n_in, part.stop - part.start, -1))
         return grad_x, None
 
 
