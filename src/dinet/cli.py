@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -116,19 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser(
         "train",
-        help="train a DI-Net on a field dataset (classification so far)",
-        description="Train a DI-Net on a field dataset, drawing a fresh discretization per "
-        "step when it is randomised. Writes config.json, metrics.jsonl (one line per epoch), "
-        "model.pt and train_state.pt (atomically, every epoch) under --out.",
+        help="train a DI-Net (or a grid CNN baseline) to classify, segment or predict SDF",
+        description="Train a model on a task, drawing a fresh discretization per step when it "
+        "is randomised. Writes config.json, metrics.jsonl (one line per epoch), model.pt and "
+        "train_state.pt (atomically, every epoch) under --out.",
     )
-    tr.add_argument("--task", default="classify", choices=["classify"], help="the task")
-    tr.add_argument("--fields", required=True, help="field dataset folder (`dinet fit`)")
+    tr.add_argument("--task", default="classify", choices=["classify", "segment", "sdf"],
+                    help="classify (a labelled field dataset), segment (a `dinet fit --source "
+                    "scenes` dataset) or sdf (synthetic balls, --fields balls:N[:SEED])")
+    tr.add_argument("--fields", required=True,
+                    help="field dataset folder (`dinet fit`), or balls:N[:SEED] for sdf")
     tr.add_argument("--discretization", default="sobol",
                     help="sobol | grid | shrunk | random | jittered | mixed (default: sobol)")
-    tr.add_argument("--points", type=_positive_int, default=1024,
-                    help="points per field (default: 1024)")
-    tr.add_argument("--model", default="dinet2",
-                    help="dinet2 | dinet4 | dinet-res (default: dinet2)")
+    tr.add_argument("--points", type=_positive_int, default=None,
+                    help="points per field (default: 1024 in 2-D, 4096 = 16³ for sdf)")
+    tr.add_argument("--model", default=None,
+                    help="classify: dinet-res (default) | dinet2 | dinet4 | cnn; segment: "
+                    "dinet-unet (default) | dinet3 | dinet5 | cnn; sdf: sdfnet (default) | cnn "
+                    "(cnn = the discrete grid baseline, with --discretization grid)")
     tr.add_argument("--epochs", type=_positive_int, default=1, help="epochs (default: 1)")
     tr.add_argument("--batch-size", type=_positive_int, default=64,
                     help="fields per step (default: 64)")
@@ -150,19 +156,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser(
         "eval",
-        help="accuracy of a trained run on every discretization and number of points",
-        description="Evaluate a run's model on a (test) field dataset for each discretization "
-        "and number of points; writes results.json and results.md into the run folder.",
+        help="metrics of a trained run on every discretization and number of points",
+        description="Evaluate a run's model on test data for each discretization and number of "
+        "points; writes results.json, results.md and PNG plots (heat map, metric vs points, "
+        "and for segment/sdf input | truth | prediction pictures) into the run folder.",
     )
     ev.add_argument("--run", required=True, help="run folder written by `dinet train`")
-    ev.add_argument("--fields", required=True, help="field dataset to evaluate on")
+    ev.add_argument("--fields", required=True,
+                    help="test data: a field dataset folder, or balls:N:SEED for sdf")
     ev.add_argument("--discretizations", default="sobol,grid,shrunk,random,jittered",
                     help="comma-separated (default: sobol,grid,shrunk,random,jittered)")
-    ev.add_argument("--points", type=_int_list, default=[256, 1024, 4096],
-                    help="comma-separated point counts, perfect squares for grid/jittered "
-                    "(default: 256,1024,4096)")
+    ev.add_argument("--points", type=_int_list, default=None,
+                    help="comma-separated point counts, perfect squares (cubes) for grid and "
+                    "jittered (default: 256,1024,4096 in 2-D; 1728,4096,13824 in 3-D)")
     ev.add_argument("--limit", type=_positive_int, default=None,
-                    help="evaluate on the first N fields")
+                    help="evaluate on the first N items")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+
+    rep = commands.add_parser(
+        "report",
+        help="one cross-discretization table (and heat map) from several evaluated runs",
+        description="Assemble evaluated runs (one per training discretization) into a train x "
+        "test table of the primary metric at each run's training resolution; prints Markdown "
+        "and writes report.md and report.png.",
+    )
+    rep.add_argument("runs", nargs="+", help="run folders holding results.json")
+    rep.add_argument("--points", type=_positive_int, default=None,
+                     help="test point count to report (default: each run's training count)")
+    rep.add_argument("--out", default=None,
+                     help="folder for report.md and report.png (default: the runs' parent)")
     return parser
 
 
@@ -170,9 +192,19 @@ def _eval(args) -> None:
     from .tasks import evaluate, results_table
 
     kinds = tuple(k.strip() for k in args.discretizations.split(",") if k.strip())
-    results = evaluate(args.run, args.fields, kinds, tuple(args.points), limit=args.limit)
+    results = evaluate(args.run, args.fields, kinds, args.points, limit=args.limit,
+                       plots=not args.no_plots)
     print(results_table(results))
-    print(f"written to {args.run}/results.json and results.md")
+    print(f"written to {args.run}/results.json and results.md"
+          + "".join(f", {Path(p).name}" for p in results["plots"]))
+
+
+def _report(args) -> None:
+    from .tasks import report
+
+    result = report(args.runs, points=args.points, out=args.out)
+    print(result["markdown"])
+    print("written to " + " and ".join(result["files"]))
 
 
 def _train(args) -> None:
@@ -180,14 +212,15 @@ def _train(args) -> None:
 
     config = TrainConfig(
         fields=args.fields, out=args.out, task=args.task, model=args.model,
-        discretization=args.discretization, points=args.points, epochs=args.epochs,
+        discretization=args.discretization, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment=not args.no_augment, quadrature=args.quadrature, kernel=args.kernel,
         base_spacing=args.base_spacing, limit=args.limit,
+        points=args.points or (4096 if args.task == "sdf" else 1024),
     )
     last = train(config, resume=args.resume)
-    print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: loss {last.get('loss', 0):.4f}, "
-          f"train accuracy {last.get('accuracy', 0):.4f}")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k in ("loss", "accuracy", "mse"))
+    print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: {shown}")
 
 
 def _load_source(args) -> tuple:
@@ -207,7 +240,8 @@ def _load_source(args) -> tuple:
         images, labels = images[keep][:limit], labels[keep][:limit]
         info["split_rule"] = "index % 5 == 0 is test"
     elif spec == "scenes":
-        scenes = data.make_scenes(limit or 1000, seed=args.seed, size=args.size)
+        items = data.load_fashion_mnist(args.split, data_dir=args.data)
+        scenes = data.make_scenes(limit or 1000, seed=args.seed, size=args.size, source=items)
         return scenes.images, None, {**info, "n": len(scenes.images), "seed": args.seed}
     elif spec.startswith("npz:"):
         images, labels = data.load_npz(spec[4:])
@@ -259,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             _train(args)
         elif args.command == "eval":
             _eval(args)
+        elif args.command == "report":
+            _report(args)
         elif args.command == "bench" and args.suite == "layers":
             from .bench.layers import bench_layers
 

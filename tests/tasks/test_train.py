@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def test_cli_train_and_errors(fields, tmp_path, capsys):
     args = ["train", "--fields", str(fields), "--points", "64", "--epochs", "1",
             "--batch-size", "8", "--discretization", "grid", "--out", str(out)]
     assert main(args) == 0
-    assert "train accuracy" in capsys.readouterr().out
+    assert "accuracy" in capsys.readouterr().out
     assert main([*args[:-1], str(tmp_path / "x"), "--model", "resnet50"]) == 2
     assert "dinet2" in capsys.readouterr().err
     assert main([*args[:-1], str(tmp_path / "y"), "--discretization", "hex"]) == 2
@@ -116,13 +117,15 @@ def test_evaluate_every_discretization(fields, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| grid |" in printed and "64 points" in printed
     results = json.loads((out / "results.json").read_text())
-    assert set(results["accuracy"]) == {"sobol", "grid", "shrunk"}
-    for row in results["accuracy"].values():
+    assert set(results["metrics"]["accuracy"]) == {"sobol", "grid", "shrunk"}
+    for row in results["metrics"]["accuracy"].values():
         assert set(row) == {"16", "64"} and all(0 <= a <= 1 for a in row.values())
     again = json.loads((out / "results.json").read_text())
     main(["eval", "--run", str(out), "--fields", str(fields), "--points", "16,64",
           "--discretizations", "sobol,grid,shrunk"])
     assert json.loads((out / "results.json").read_text()) == again  # reproducible
+    assert {Path(p).name for p in again["plots"]} == {"heatmap.png", "vs_points.png"}
+    assert all(Path(p).read_bytes().startswith(b"\x89PNG") for p in again["plots"])
     assert main(["eval", "--run", str(out), "--fields", str(fields),
                  "--discretizations", "hexagonal"]) == 2
     assert "valid: sobol" in capsys.readouterr().err

@@ -30,6 +30,7 @@ class SDFNet(DIModel):
         base_spacing: finest kernel lattice step (2/16 for 16³ voxels).
         scale: output bound. Default 2.
         quadrature: ``"weights"`` or ``"none"``.
+        kernel: the convolutions' kernel family, ``"spline"`` (default) or ``"mlp"``.
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (3-D)
@@ -38,17 +39,18 @@ class SDFNet(DIModel):
     """
 
     def __init__(self, in_channels: int = 4, width: int = 8, base_spacing: float = 2 / 16,
-                 scale: float = 2.0, quadrature: str = "weights") -> None:
+                 scale: float = 2.0, quadrature: str = "weights",
+                 kernel: str = "spline") -> None:
         super().__init__(in_channels=in_channels, width=width, base_spacing=base_spacing,
-                         scale=scale, quadrature=quadrature)
+                         scale=scale, quadrature=quadrature, kernel=kernel)
         h = float(base_spacing)
         self.scale = float(scale)
         self.encoder = DISequential(
-            DIConv(in_channels, width, 3, spacing=h, dim=3), nn.ReLU(),
-            DIConv(width, width, 3, spacing=2 * h, dim=3, stride=2), nn.ReLU(),
+            DIConv(in_channels, width, 3, spacing=h, dim=3, kernel=kernel), nn.ReLU(),
+            DIConv(width, width, 3, spacing=2 * h, dim=3, stride=2, kernel=kernel), nn.ReLU(),
             PointwiseLinear(width, width), nn.ReLU(),
         )
-        self.decoder = DIConv(width, 1, 3, spacing=2 * h, dim=3)
+        self.decoder = DIConv(width, 1, 3, spacing=2 * h, dim=3, kernel=kernel)
 
     def forward(self, x: torch.Tensor, points: PointSet, query: PointSet) -> torch.Tensor:
         features, coarse = self.encoder(x, check_points(self.prepare_points(points), 3))

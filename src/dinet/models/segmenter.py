@@ -8,7 +8,8 @@ from ..nn import Coarsened, DIConv, DISequential, Resample, Residual, SkipConcat
 from ..nn.base import check_points
 from ..points import PointSet
 from .checkpoint import DIModel
-from .classifier import check_preset, conv_block
+from .classifier import check_preset
+from .classifier import conv_block as _conv_block
 
 __all__ = ["Segmenter", "SEGMENTER_PRESETS"]
 
@@ -41,6 +42,7 @@ class Segmenter(DIModel):
         n_classes: number of classes.
         base_spacing: the finest kernel lattice step in domain units (2/H for H×H images).
         quadrature: ``"weights"`` or ``"none"`` (uniform weights 2^d/N, as in the paper).
+        kernel: the convolutions' kernel family, ``"spline"`` (default) or ``"mlp"``.
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (2-D)
@@ -49,11 +51,16 @@ class Segmenter(DIModel):
     """
 
     def __init__(self, preset: str = "dinet-unet", in_channels: int = 1, n_classes: int = 11,
-                 base_spacing: float = 2 / 64, quadrature: str = "weights") -> None:
+                 base_spacing: float = 2 / 64, quadrature: str = "weights",
+                 kernel: str = "spline") -> None:
         check_preset(preset, SEGMENTER_PRESETS, "Segmenter")
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
-                         base_spacing=base_spacing, quadrature=quadrature)
+                         base_spacing=base_spacing, quadrature=quadrature, kernel=kernel)
         h = float(base_spacing)
+
+        def conv_block(c_in: int, c_out: int, spacing: float) -> DISequential:
+            return _conv_block(c_in, c_out, spacing, kernel=kernel)
+
         if preset == "dinet3":
             self.body = DISequential(conv_block(in_channels, 16, h), conv_block(16, 16, h))
             width = 16
@@ -82,7 +89,7 @@ class Segmenter(DIModel):
                 level(16 + 32, 16, h),
             )
             width = 16
-        self.head = DIConv(width, n_classes, 3, spacing=h)
+        self.head = DIConv(width, n_classes, 3, spacing=h, kernel=kernel)
 
     def forward(self, x: torch.Tensor, points: PointSet,
                 query: PointSet | None = None) -> torch.Tensor:

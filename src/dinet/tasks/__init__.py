@@ -1,15 +1,25 @@
-"""Tasks end to end: named discretizations, training, cross-discretization evaluation."""
+"""Tasks end to end: what each task trains on, training, cross-discretization evaluation,
+reports and figures."""
 
+from .data import TASKS, TaskData, open_task_data
 from .discretize import DISCRETIZATIONS, RANDOMISED, make_points
-from .evaluate import evaluate, results_table
-from .train import TrainConfig, train
+from .evaluate import DEFAULT_POINTS, METRICS, evaluate, report, results_table
+from .train import MODELS, TrainConfig, build_model, train
 
 __all__ = [
+    "DEFAULT_POINTS",
     "DISCRETIZATIONS",
+    "METRICS",
+    "MODELS",
     "RANDOMISED",
+    "TASKS",
+    "TaskData",
     "TrainConfig",
+    "build_model",
     "evaluate",
     "make_points",
+    "open_task_data",
+    "report",
     "results_table",
     "train",
 ]

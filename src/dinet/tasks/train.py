@@ -1,11 +1,11 @@
-"""Training a DI-Net classifier on a field dataset: ``dinet train --task classify``.
+"""Training a DI-Net (or a grid CNN baseline) on a task: ``dinet train``.
 
 Every step draws the batch's discretization afresh when it is randomised (scrambled Sobol,
 shrunk, random, jittered, mixed), evaluates the batch's fields on it — with the field
-augmentations applied to the coordinates and values, not to the points the model sees — and
-takes one AdamW step under a cosine schedule. Seeds are derived from (seed, epoch, step), so
-a run is reproducible on CPU, and a run resumed from its last epoch checkpoint continues
-exactly as an uninterrupted one would.
+augmentations applied to the coordinates the fields (and targets) are read at, not to the
+points the model sees — and takes one AdamW step under a cosine schedule. Seeds are derived
+from (seed, epoch, step), so a run is reproducible on CPU, and a run resumed from its last
+epoch checkpoint continues exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -22,13 +22,31 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .._io import atomic_torch_save, atomic_write_text
-from ..fields import FieldDataset
-from ..models import Classifier
+from ..models import (
+    PRESETS,
+    SEGMENTER_PRESETS,
+    Classifier,
+    DIModel,
+    GridCNNClassifier,
+    GridCNNSegmenter,
+    SDFNet,
+    Segmenter,
+    VoxelCNN3d,
+)
+from ..points import PointSet
+from .data import TASKS, TaskData, open_task_data
 from .discretize import DISCRETIZATIONS, RANDOMISED, make_points
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["MODELS", "TrainConfig", "build_model", "train"]
 
-TASKS = ("classify",)
+#: Model names per task; the first is the default, ``cnn`` the discrete grid baseline.
+MODELS = {
+    "classify": ("dinet-res", *(p for p in PRESETS if p != "dinet-res"), "cnn"),
+    "segment": ("dinet-unet", *(p for p in SEGMENTER_PRESETS if p != "dinet-unet"), "cnn"),
+    "sdf": ("sdfnet", "cnn"),
+}
+#: Query points per item and step for the sdf task (fresh scrambled Sobol each step).
+SDF_QUERIES = 2048
 
 
 @dataclass
@@ -38,7 +56,7 @@ class TrainConfig:
     fields: str
     out: str
     task: str = "classify"
-    model: str = "dinet2"
+    model: str | None = None  # None: the task's default (MODELS[task][0])
     discretization: str = "sobol"
     points: int = 1024
     epochs: int = 1
@@ -49,12 +67,18 @@ class TrainConfig:
     augment: bool = True
     quadrature: str = "weights"
     kernel: str = "spline"
-    base_spacing: float | None = None  # None: 2 / (the fields' image size)
+    base_spacing: float | None = None  # None: 2 / (the data's image size)
     limit: int | None = None
 
     def check(self) -> None:
+        """Raise a ValueError naming the valid choices for any invalid setting."""
         if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; valid (so far): {', '.join(TASKS)}")
+            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(TASKS)}")
+        if self.model is None:
+            self.model = MODELS[self.task][0]
+        if self.model not in MODELS[self.task]:
+            raise ValueError(f"unknown {self.task} model {self.model!r}; valid: "
+                             f"{', '.join(MODELS[self.task])}")
         if self.discretization not in DISCRETIZATIONS:
             raise ValueError(f"unknown discretization {self.discretization!r}; valid: "
                              f"{', '.join(DISCRETIZATIONS)}")
@@ -62,6 +86,31 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.model == "cnn" and self.discretization != "grid":
+            raise ValueError("the cnn baseline sees fields only on its own grid: train it with "
+                             "--discretization grid (its grid is --points, a perfect square "
+                             "or cube)")
+        make_points(self.discretization, self.points, 3 if self.task == "sdf" else 2)
+
+
+def build_model(config: TrainConfig, data: TaskData) -> DIModel:
+    """The model ``config.model`` sized for ``data`` (grid baselines: ``config.points``)."""
+    spacing = config.base_spacing or 2.0 / data.size
+    common = {"in_channels": data.in_channels, "quadrature": config.quadrature}
+    side = round(config.points ** (1.0 / data.dim))
+    if config.task == "classify":
+        if config.model == "cnn":
+            return GridCNNClassifier(n_classes=data.n_classes, size=side, **common)
+        return Classifier(config.model, n_classes=data.n_classes, base_spacing=spacing,
+                          kernel=config.kernel, **common)
+    if config.task == "segment":
+        if config.model == "cnn":
+            return GridCNNSegmenter(n_classes=data.n_classes, size=side, **common)
+        return Segmenter(config.model, n_classes=data.n_classes, base_spacing=spacing,
+                         kernel=config.kernel, **common)
+    if config.model == "cnn":
+        return VoxelCNN3d(size=side, **common)
+    return SDFNet(base_spacing=spacing, kernel=config.kernel, **common)
 
 
 def _derived_seed(*keys: int) -> int:
@@ -69,13 +118,46 @@ def _derived_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([abs(k) for k in keys]).generate_state(1)[0])
 
 
-def _augment(coords: torch.Tensor, gen: torch.Generator, batch: int):
-    """Per-field flips (negate a coordinate) and small coordinate noise; returns the
-    coordinates to evaluate each field at, ``(B, N, d)``."""
-    d = coords.shape[1]
-    flips = torch.where(torch.rand(batch, 1, d, generator=gen) < 0.5, -1.0, 1.0)
-    noise = 0.01 * torch.randn(batch, 1, d, generator=gen)
-    return (coords[None] * flips + noise).clamp(-1, 1)
+class _Augment:
+    """Per-item flips (negate a coordinate) and a small shift of the coordinates the fields
+    and targets are read at; the model still sees the untouched points."""
+
+    def __init__(self, gen: torch.Generator, batch: int, dim: int) -> None:
+        self.flips = torch.where(torch.rand(batch, 1, dim, generator=gen) < 0.5, -1.0, 1.0)
+        self.shift = 0.01 * torch.randn(batch, 1, dim, generator=gen)
+
+    def __call__(self, coords: torch.Tensor) -> torch.Tensor:
+        return (coords[None] * self.flips + self.shift).clamp(-1, 1)
+
+
+def _step_loss(config: TrainConfig, model: DIModel, data: TaskData, idx: np.ndarray,
+               points: PointSet, seed: int) -> tuple[torch.Tensor, float, int]:
+    """One batch's loss, its summed metric (correct items/points, or squared error) and the
+    metric's count."""
+    gen = torch.Generator().manual_seed(seed)
+    where = _Augment(gen, len(idx), data.dim) if config.augment else (lambda c: c)
+    with torch.no_grad():
+        x = data.inputs(idx, where(points.coords))
+        if config.augment and config.task != "sdf":
+            x = x + 0.02 * torch.randn(x.shape, generator=gen)
+    if config.task == "classify":
+        target = data.targets(idx)
+        logits = model(x, points)
+        return (F.cross_entropy(logits, target), int((logits.argmax(1) == target).sum()),
+                len(idx))
+    if config.task == "segment":
+        target = data.targets(idx, where(points.coords))
+        logits = model(x, points)
+        # The loss is the integral of the per-point loss: quadrature-weighted.
+        per_point = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        w = points.weights / points.weights.sum()
+        return ((per_point * w).sum(1).mean(), int((logits.argmax(-1) == target).sum()),
+                target.numel())
+    query = make_points("sobol", SDF_QUERIES, 3, seed=_derived_seed(seed, 1))
+    target = data.targets(idx, where(query.coords))
+    pred = model(x, points, query)
+    err = F.mse_loss(pred, target)
+    return err, float(err.detach()) * target.numel(), target.numel()
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -86,18 +168,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     """
     config.check()
     out = Path(config.out)
-    dataset = FieldDataset.open(config.fields)
-    if dataset.labels is None:
-        raise ValueError(f"{config.fields} has no labels — classification needs a labelled "
-                         "field dataset (e.g. `dinet fit --source fashion-mnist`)")
-    n = len(dataset) if config.limit is None else min(config.limit, len(dataset))
-    labels = torch.from_numpy(dataset.labels[:n])
-    size = dataset.manifest.get("source", {}).get("image_shape", [32])[0]
+    data = open_task_data(config.task, config.fields)
+    n = len(data) if config.limit is None else min(config.limit, len(data))
     torch.manual_seed(config.seed)
-    model = Classifier(config.model, in_channels=dataset.out_dim,
-                       n_classes=int(dataset.labels.max()) + 1,
-                       base_spacing=config.base_spacing or 2.0 / size,
-                       quadrature=config.quadrature, kernel=config.kernel)
+    model = build_model(config, data)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -113,10 +187,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if not (out / "config.json").exists():
             raise ValueError(f"{out} is not a dinet run (no config.json) — choose another --out")
         saved = json.loads((out / "config.json").read_text())
-        if {k: v for k, v in saved.items() if k != "epochs"} != {
-                k: v for k, v in asdict(config).items() if k != "epochs"}:
-            raise ValueError(f"{out} holds a run with other settings ({out / 'config.json'}); "
-                             "resume with the same arguments")
+        differ = sorted(k for k, v in asdict(config).items()
+                        if k != "epochs" and saved.get(k) != v)
+        if differ:
+            raise ValueError(f"{out} holds a run with other settings ({', '.join(differ)} "
+                             f"differ; see {out / 'config.json'}) — resume with the same "
+                             "arguments")
         if state_path.exists():
             state = torch.load(state_path, weights_only=True)
             model.load_state_dict(state["model"])
@@ -126,19 +202,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1) + "\n")
     metrics_path = out / "metrics.jsonl"
-    if first_epoch == 0 and metrics_path.exists():
-        metrics_path.unlink()
     kept = metrics_path.read_text().splitlines()[:first_epoch] if metrics_path.exists() else []
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
 
+    metric_name = "mse" if config.task == "sdf" else "accuracy"
     fixed = None if config.discretization in RANDOMISED else make_points(
-        config.discretization, config.points)
+        config.discretization, config.points, data.dim)
     last = {}
     for epoch in range(first_epoch, config.epochs):
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
-            _derived_seed(config.seed, epoch)))
-        totals = {"loss": 0.0, "correct": 0, "seen": 0}
+            _derived_seed(config.seed, epoch))).numpy()
+        totals = {"loss": 0.0, "metric": 0.0, "count": 0, "seen": 0}
         start = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    unit="step", disable=not progress)
@@ -146,35 +221,26 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             seed = _derived_seed(config.seed, epoch, step)
             points = fixed if fixed is not None else make_points(
-                config.discretization, config.points, seed=seed)
-            gen = torch.Generator().manual_seed(seed)
-            coords = points.coords
-            with torch.no_grad():
-                fields = dataset.fields(idx.numpy())
-                if config.augment:
-                    x = fields(_augment(coords, gen, len(idx)))
-                    x = x + 0.02 * torch.randn(x.shape, generator=gen)
-                else:
-                    x = fields(coords)
-            logits = model(x, points)
-            loss = F.cross_entropy(logits, labels[idx])
+                config.discretization, config.points, data.dim, seed=seed)
+            loss, metric, count = _step_loss(config, model, data, idx, points, seed)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             totals["loss"] += loss.item() * len(idx)
-            totals["correct"] += int((logits.argmax(1) == labels[idx]).sum())
+            totals["metric"] += metric
+            totals["count"] += count
             totals["seen"] += len(idx)
             rate = totals["seen"] / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}",
-                            acc=f"{totals['correct'] / totals['seen']:.3f}",
-                            samples_s=f"{rate:.0f}")
+            bar.set_postfix({"loss": f"{totals['loss'] / totals['seen']:.3f}",
+                             metric_name: f"{totals['metric'] / totals['count']:.3f}",
+                             "samples/s": f"{rate:.0f}"})
         last = {"epoch": epoch, "loss": totals["loss"] / totals["seen"],
-                "accuracy": totals["correct"] / totals["seen"],
+                metric_name: totals["metric"] / totals["count"],
                 "lr": schedule.get_last_lr()[0], "steps": steps_per_epoch * (epoch + 1)}
-        with open(metrics_path, "a") as f:  # a resume keeps one line per finished epoch
-            f.write(json.dumps(last) + "\n")
         model.save(out / "model.pt", extra={"epoch": epoch, "task": config.task})
         atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "epoch": epoch}, state_path)
+        with open(metrics_path, "a") as f:  # a resume keeps one line per finished epoch
+            f.write(json.dumps(last) + "\n")
     return last

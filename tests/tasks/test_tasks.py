@@ -1,0 +1,192 @@
+"""Segmentation, SDF, the grid baselines, reports, and the errors for mismatched inputs —
+each on tiny data in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dinet.data
+from dinet.cli import main
+from dinet.data import make_scenes
+from dinet.fields import build_dataset
+from dinet.models import GridCNNSegmenter, SDFNet, Segmenter
+from dinet.tasks import TrainConfig, evaluate, open_task_data, report, train
+from dinet.tasks.metrics import confusion, mean_iou, pixel_accuracy
+
+SIZE = 16
+
+
+def _items():
+    """Stand-ins for Fashion-MNIST items: bright squares and discs of classes 0 and 1."""
+    yy, xx = np.mgrid[0:8, 0:8] / 7.0 * 2 - 1
+    square = (np.maximum(abs(yy), abs(xx)) < 0.8).astype(np.float32)
+    disc = (yy**2 + xx**2 < 0.7).astype(np.float32)
+    return np.stack([square, disc] * 4)[..., None] * 0.9, np.array([0, 1] * 4)
+
+
+@pytest.fixture
+def fake_fashion_mnist(monkeypatch):
+    monkeypatch.setattr(dinet.data, "load_fashion_mnist", lambda split="train", **_: _items())
+
+
+@pytest.fixture(scope="module")
+def scenes_fields(tmp_path_factory):
+    scenes = make_scenes(12, seed=0, size=SIZE, source=_items())
+    path = tmp_path_factory.mktemp("scenes") / "scenes"
+    build_dataset(path, scenes.images, None, arch_hparams={"width": 16},
+                  fit_options={"max_steps": 40, "meta_steps": 2}, shard_size=6, progress=False,
+                  source={"source": "scenes", "split": "train", "n": 12, "seed": 0,
+                          "size": SIZE})
+    return path
+
+
+@pytest.fixture(scope="module")
+def class_fields(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 16)
+    y = np.mgrid[0:8, 0:8][1] / 7.0
+    images = np.stack([np.where(lab, y, 1 - y) for lab in labels])[..., None]
+    path = tmp_path_factory.mktemp("cls") / "cls"
+    build_dataset(path, images.astype(np.float32), labels, arch_hparams={"width": 8},
+                  fit_options={"max_steps": 10, "meta_steps": 2}, shard_size=8,
+                  progress=False, source={"source": "npz"})
+    return path
+
+
+def test_metrics_by_hand():
+    truth = torch.tensor([0, 0, 1, 1, 2])
+    pred = torch.tensor([0, 1, 1, 1, 0])
+    conf = confusion(pred, truth, 4)
+    assert conf.tolist()[:3] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0]]
+    # IoU: class 0 1/3, class 1 2/3, class 2 0/1; class 3 absent from both is skipped.
+    assert mean_iou(conf) == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert pixel_accuracy(conf) == pytest.approx(3 / 5)
+
+
+def test_segmentation_targets_follow_the_augmented_coordinates(scenes_fields,
+                                                               fake_fashion_mnist):
+    data = open_task_data("segment", scenes_fields)
+    assert data.n_classes == 11 and data.size == SIZE
+    coords = torch.tensor([[-0.99, -0.99], [0.0, 0.3]])
+    flipped = coords * torch.tensor([-1.0, 1.0])
+    labels = data.targets(np.array([3]), flipped[None])
+    assert labels.tolist() == [data.scenes.label_field(3, flipped.numpy()).tolist()]
+
+
+def test_segment_trains_evaluates_and_draws(scenes_fields, fake_fashion_mnist, tmp_path):
+    out = tmp_path / "seg"
+    config = TrainConfig(fields=str(scenes_fields), out=str(out), task="segment",
+                         model="dinet3", points=256, epochs=8, batch_size=4, lr=1e-2)
+    train(config, progress=False)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert isinstance(Segmenter.from_checkpoint(out / "model.pt"), Segmenter)
+    results = evaluate(out, scenes_fields, ("sobol", "grid"), (64, 256), examples=2)
+    m = results["metrics"]
+    assert set(m) == {"miou", "pixel_accuracy", "miou_pixel_centres",
+                      "pixel_accuracy_pixel_centres"}
+    for table in m.values():
+        assert set(table) == {"sobol", "grid"}
+        assert all(0 <= v <= 1 for row in table.values() for v in row.values())
+    # Background dominates these scenes; a trained model gets most points right.
+    assert m["pixel_accuracy"]["sobol"]["256"] > 0.6
+    assert {Path(p).name for p in results["plots"]} == {"heatmap.png", "vs_points.png",
+                                                         "examples.png"}
+    assert "miou_pixel_centres" in (out / "results.md").read_text()
+
+
+def test_segmentation_grid_cnn_baseline(scenes_fields, fake_fashion_mnist, tmp_path):
+    out = tmp_path / "cnn"
+    train(TrainConfig(fields=str(scenes_fields), out=str(out), task="segment", model="cnn",
+                      discretization="grid", points=SIZE * SIZE, epochs=1, batch_size=6),
+          progress=False)
+    assert isinstance(GridCNNSegmenter.from_checkpoint(out / "model.pt"), GridCNNSegmenter)
+    results = evaluate(out, scenes_fields, ("sobol", "grid"), (64,), plots=False)
+    assert results["baseline"]
+    assert list(results["metrics"]["miou"]) == ["grid"]  # its own grid only
+    assert list(results["metrics"]["miou"]["grid"]) == [str(SIZE * SIZE)]
+
+
+def test_sdf_trains_and_beats_predicting_zero(tmp_path):
+    out = tmp_path / "sdf"
+    config = TrainConfig(fields="balls:32", out=str(out), task="sdf", points=512, epochs=6,
+                         batch_size=8, lr=1e-2)
+    train(config, progress=False)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "mse" in lines[0] and lines[-1]["loss"] < lines[0]["loss"]
+    assert isinstance(SDFNet.from_checkpoint(out / "model.pt"), SDFNet)
+    results = evaluate(out, "balls:16:1", ("sobol", "grid"), (512,), examples=2)
+    data = open_task_data("sdf", "balls:16:1")
+    query = torch.rand(4096, 3) * 2 - 1
+    zero_mse = float(data.targets(np.arange(16), query).square().mean())
+    for kind in ("sobol", "grid"):
+        assert results["metrics"]["mse"][kind]["512"] < zero_mse
+        assert results["metrics"]["mae"][kind]["512"] > 0
+    assert "examples.png" in {Path(p).name for p in results["plots"]}
+
+
+def test_report_assembles_runs(class_fields, tmp_path, capsys):
+    runs = []
+    for kind in ("sobol", "grid"):
+        out = tmp_path / "runs" / kind
+        train(TrainConfig(fields=str(class_fields), out=str(out), model="dinet2",
+                          discretization=kind, points=64, epochs=1, batch_size=8),
+              progress=False)
+        evaluate(out, class_fields, ("sobol", "grid", "shrunk"), (16, 64), plots=False)
+        runs.append(str(out))
+    assert main(["report", *runs]) == 0
+    printed = capsys.readouterr().out
+    assert "dinet2 · sobol @ 64" in printed and "dinet2 · grid @ 64" in printed
+    result = report(runs)
+    assert result["columns"] == ["sobol", "grid", "shrunk"]
+    assert len(result["values"]) == 2 and all(len(r) == 3 for r in result["values"])
+    # "worst vs own discretization": the row's diagonal minus its lowest cell.
+    diagonal = result["values"][0][0]
+    assert result["worst"][0] == pytest.approx(diagonal - min(result["values"][0]))
+    assert (tmp_path / "runs" / "report.md").exists()
+    assert (tmp_path / "runs" / "report.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="evaluated at 16, 64 points, not 1024"):
+        report(runs, points=1024)
+    with pytest.raises(ValueError, match="dinet eval"):
+        report([str(tmp_path)])
+
+
+def test_mismatched_data_models_and_runs_are_refused(class_fields, scenes_fields,
+                                                    fake_fashion_mnist, tmp_path, capsys):
+    with pytest.raises(ValueError, match="not segmentation scenes.*--task classify"):
+        open_task_data("segment", class_fields)
+    with pytest.raises(ValueError, match="without labels.*--task segment"):
+        open_task_data("classify", scenes_fields)
+    with pytest.raises(ValueError, match="balls:N"):
+        open_task_data("sdf", class_fields)
+    with pytest.raises(ValueError, match="only the sdf task"):
+        open_task_data("classify", "balls:10")
+    with pytest.raises(ValueError, match="valid: classify, segment, sdf"):
+        open_task_data("detect", class_fields)
+    base = ["train", "--fields", str(class_fields), "--points", "64", "--batch-size", "8"]
+    for extra, expected in [
+        (["--task", "segment", "--fields", str(scenes_fields), "--model", "dinet2"],
+         "valid: dinet-unet, dinet3, dinet5, cnn"),
+        (["--model", "cnn"], "--discretization grid"),
+        (["--task", "sdf", "--fields", "balls:4", "--model", "dinet-unet"],
+         "valid: sdfnet, cnn"),
+    ]:
+        out = tmp_path / f"bad{len(extra)}"
+        assert main([*base, *extra, "--out", str(out)]) == 2
+        assert expected in capsys.readouterr().err
+        assert not out.exists()  # nothing written
+    # A run folder resumed with another model: refused, nothing overwritten.
+    out = tmp_path / "run"
+    assert main([*base, "--model", "dinet2", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*base, "--model", "dinet4", "--out", str(out), "--resume"]) == 2
+    assert "model differ" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # Evaluating a classifier run on segmentation scenes: the data are refused.
+    assert main(["eval", "--run", str(out), "--fields", str(scenes_fields)]) == 2
+    assert "without labels" in capsys.readouterr().err
