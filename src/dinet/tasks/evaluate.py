@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -298,7 +299,7 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
             if kind not in columns and not r.get("baseline"):
                 columns.append(kind)
     rows, values, worst = [], [], []
-    for run, r in zip(runs, loaded):
+    for run, r in zip(runs, loaded, strict=True):
         table = r["metrics"][metric]
         count = str(points or r.get("train_points"))
         if r.get("baseline"):
@@ -326,13 +327,13 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
     lines = [f"{task}: {head}" + (" (lower is better)" if lower else ""), "",
              "| trained on ↓ / tested on → | " + " | ".join(columns)
              + " | worst vs own discretization |", "|---|" + "---|" * (len(columns) + 1)]
-    for label, row, w in zip(rows, values, worst):
+    for label, row, w in zip(rows, values, worst, strict=True):
         gap = "–" if math.isnan(w) else (f"{100 * w:.1f} pts" if metric in _PERCENT
                                           else f"{w:+.4f}")
         lines.append(f"| {label} | " + " | ".join(_fmt(metric, v) for v in row)
                      + f" | {gap} |")
     markdown = "\n".join(lines)
-    out = Path(out) if out is not None else Path(*_common_parts(runs))
+    out = Path(out if out is not None else os.path.commonpath([r.resolve().parent for r in runs]))
     out.mkdir(parents=True, exist_ok=True)
     files = [atomic_write_text(out / "report.md", markdown + "\n")]
     from . import plots
@@ -346,12 +347,3 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
     return {"markdown": markdown, "rows": rows, "columns": columns, "values": values,
             "worst": worst, "files": [str(f) for f in files]}
 
-
-def _common_parts(paths: list[Path]) -> list[str]:
-    parts = [p.resolve().parent.parts for p in paths]
-    common = []
-    for level in zip(*parts):
-        if len(set(level)) > 1:
-            break
-        common.append(level[0])
-    return common or ["."]
