@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["main", "build_parser"]
 
 
@@ -173,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate on the first N items")
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
 
+    dm = commands.add_parser(
+        "demo",
+        help="the whole story: fit fields, train on Sobol and on the grid, test everywhere",
+        description="Fit fields to Fashion-MNIST (digits when it is not installed), train the "
+        "default classifier on Sobol points and on the grid, evaluate both on every "
+        "discretization at 256/1,024/4,096 points and print the train x test table. "
+        "Resumable: rerun to continue.",
+    )
+    dm.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    dm.add_argument("--train", type=_positive_int, default=4096,
+                    help="training images (default: 4096)")
+    dm.add_argument("--test", type=_positive_int, default=1024,
+                    help="test images (default: 1024)")
+    dm.add_argument("--epochs", type=_positive_int, default=8, help="epochs (default: 8)")
+    dm.add_argument("--data", default=None, help="folder holding the Fashion-MNIST files")
+
     rep = commands.add_parser(
         "report",
         help="one cross-discretization table (and heat map) from several evaluated runs",
@@ -223,45 +237,12 @@ def _train(args) -> None:
     print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: {shown}")
 
 
-def _load_source(args) -> tuple:
-    """Images ``(N, H, W, C)`` in [0, 1], labels or ``None``, and a record of the source."""
-    from . import data
-
-    spec, limit = args.source, args.limit
-    if args.size is None:
-        args.size = 64 if spec == "scenes" else 32
-    info = {"source": spec, "split": args.split, "limit": limit, "size": args.size}
-    if spec == "fashion-mnist":
-        images, labels = data.load_fashion_mnist(args.split, data_dir=args.data, limit=limit)
-    elif spec == "digits":
-        images, labels = data.load_digits()
-        test = np.arange(len(images)) % 5 == 0  # a fixed 80/20 split
-        keep = test if args.split == "test" else ~test
-        images, labels = images[keep][:limit], labels[keep][:limit]
-        info["split_rule"] = "index % 5 == 0 is test"
-    elif spec == "scenes":
-        items = data.load_fashion_mnist(args.split, data_dir=args.data)
-        scenes = data.make_scenes(limit or 1000, seed=args.seed, size=args.size, source=items)
-        return scenes.images, None, {**info, "n": len(scenes.images), "seed": args.seed}
-    elif spec.startswith("npz:"):
-        images, labels = data.load_npz(spec[4:])
-        images, labels = images[:limit], None if labels is None else labels[:limit]
-    elif spec.startswith("folder:"):
-        images, labels, classes = data.load_image_folder(spec[7:], args.size)
-        images, labels = images[:limit], labels[:limit]
-        info["classes"] = list(classes)
-    else:
-        raise ValueError(f"unknown --source {spec!r}; valid: fashion-mnist, digits, scenes, "
-                         "npz:FILE, folder:DIR")
-    if images.shape[1:3] != (args.size, args.size):
-        images = data.resize_images(images, args.size)
-    return images, labels, info
-
-
 def _fit(args) -> None:
+    from .data import load_source
     from .fields.build import build_dataset
 
-    images, labels, info = _load_source(args)
+    images, labels, info = load_source(args.source, split=args.split, limit=args.limit,
+                                       size=args.size, data_dir=args.data, seed=args.seed)
     arch_hparams = {k: v for k, v in (("width", args.width), ("depth", args.depth),
                                       ("omega0", args.omega0)) if v is not None}
     fit_options = {k: v for k, v in (("max_steps", args.max_steps),
@@ -295,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
             _eval(args)
         elif args.command == "report":
             _report(args)
+        elif args.command == "demo":
+            from .tasks.demo import demo
+
+            demo(args.out, n_train=args.train, n_test=args.test, epochs=args.epochs,
+                 data_dir=args.data)
         elif args.command == "bench" and args.suite == "layers":
             from .bench.layers import bench_layers
 

@@ -12,16 +12,18 @@ from .fashion_mnist import (
     resize_images,
 )
 from .scenes import Scenes, make_scenes
-from .sources import load_image_folder, load_npz, to_unit_images
+from .sources import SOURCES, load_image_folder, load_npz, load_source, to_unit_images
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "SOURCES",
     "Balls",
     "Scenes",
     "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
     "load_npz",
+    "load_source",
     "make_balls",
     "make_scenes",
     "read_idx",

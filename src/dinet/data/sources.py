@@ -1,4 +1,5 @@
-"""User image sources: ``.npz`` archives and folders of PNG/JPEG files (one per class)."""
+"""Image sources: ``.npz`` archives, folders of PNG/JPEG files (one per class), and
+:func:`load_source`, which names every source ``dinet fit`` reads."""
 
 from __future__ import annotations
 
@@ -165,3 +166,57 @@ def load_image_folder(
         images[k] = resize_images(array[None], size)[0]
     labels = np.array([label for _, label in files], dtype=np.int64)
     return images, labels, classes
+
+
+SOURCES = ("fashion-mnist", "digits", "scenes", "npz:FILE", "folder:DIR")
+
+
+def load_source(spec: str, split: str = "train", limit: int | None = None,
+                size: int | None = None, data_dir=None, seed: int = 0):
+    """Images, labels and a record of the source, for a source name of :data:`SOURCES`.
+
+    Args:
+        spec: ``fashion-mnist``, ``digits`` (scikit-learn's, a fixed 80/20 split: index % 5
+            == 0 is test), ``scenes`` (segmentation scenes of Fashion-MNIST items of the
+            split, ``limit`` of them, default 1000, made with ``seed``), ``npz:FILE`` or
+            ``folder:DIR``.
+        split: ``train`` or ``test`` (Fashion-MNIST, digits, and the scenes' items).
+        limit: keep the first ``limit`` images.
+        size: resize to ``size × size`` (default 32; scenes 64).
+        data_dir: folder of the Fashion-MNIST files (see ``load_fashion_mnist``).
+        seed: the scenes' seed.
+
+    Returns:
+        ``(images (N, H, W, C) float32 in [0, 1], labels (N,) int64 or None, info)``; ``info``
+        is JSON-able and is recorded in the dataset's manifest.
+    """
+    from . import fashion_mnist
+    from .scenes import make_scenes
+
+    if size is None:
+        size = 64 if spec == "scenes" else 32
+    info = {"source": spec, "split": split, "limit": limit, "size": size}
+    if spec == "fashion-mnist":
+        images, labels = fashion_mnist.load_fashion_mnist(split, data_dir=data_dir, limit=limit)
+    elif spec == "digits":
+        images, labels = fashion_mnist.load_digits()
+        test = np.arange(len(images)) % 5 == 0  # a fixed 80/20 split
+        keep = test if split == "test" else ~test
+        images, labels = images[keep][:limit], labels[keep][:limit]
+        info["split_rule"] = "index % 5 == 0 is test"
+    elif spec == "scenes":
+        items = fashion_mnist.load_fashion_mnist(split, data_dir=data_dir)
+        scenes = make_scenes(limit or 1000, seed=seed, size=size, source=items)
+        return scenes.images, None, {**info, "n": len(scenes.images), "seed": seed}
+    elif spec.startswith("npz:"):
+        images, labels = load_npz(spec[4:])
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    elif spec.startswith("folder:"):
+        images, labels, classes = load_image_folder(spec[7:], size)
+        images, labels = images[:limit], labels[:limit]
+        info["classes"] = list(classes)
+    else:
+        raise ValueError(f"unknown source {spec!r}; valid: {', '.join(SOURCES)}")
+    if images.shape[1:3] != (size, size):
+        images = resize_images(images, size)
+    return images, labels, info

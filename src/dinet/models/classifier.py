@@ -66,9 +66,15 @@ class Classifier(DIModel):
       global average pool; MLP head 128→128→n_classes.
     - ``"dinet4"`` (DI-Net-4): 32 channels; stem conv, one residual block, a stride-2 conv,
       global pool, MLP head 32→32→n_classes.
-    - ``"dinet-res"`` (default, stronger): stem conv 32; three stages of two residual
-      blocks (32 @ N, 64 @ N/4, 128 @ N/16; the spacing doubles per stage; stride-2 1×1
-      DIConv shortcuts at stage transitions); global average pool; dropout 0.2; linear head.
+    - ``"dinet-res"`` (default, stronger): a stem DIConv in→32 integrates the input on its
+      N points into a *working* point set of about (2/base_spacing)^d points — the coarsest
+      level ``points.coarsen(2^k)`` that still has one point per kernel lattice cell — so
+      that 256, 1,024 or 4,096 input points all give features at the same resolution and
+      only the stem's quadrature improves with N. Then three stages of residual blocks
+      (2 × 32 channels on the working set, 2 × 64 on ¼ of it, 1 × 128 on 1/16; the spacing
+      doubles per stage; stride-2 1×1 DIConv shortcuts), global average pool, dropout 0.2,
+      linear head. Use ``base_spacing`` of two pixels (4/H): at one point per cell the
+      network reads a field as well from 256 points as from 4,096.
 
     Args:
         preset: one of :data:`PRESETS`.
@@ -109,18 +115,33 @@ class Classifier(DIModel):
                 mlp_head(32, 32, n_classes),
             )
         else:
-            widths = (32, 64, 128)
-            layers: list[nn.Module] = [conv_block(in_channels, widths[0], h, kernel=k)]
-            c_in = widths[0]
-            for stage, width in enumerate(widths):
+            self.working_size = round((2.0 / h) ** 2)
+            self.stem = DIConv(in_channels, 32, 3, spacing=h, bias=False, kernel=k)
+            self.stem_norm = DIBatchNorm(32)
+            layers: list[nn.Module] = []
+            c_in = 32
+            for stage, (width, blocks) in enumerate(((32, 2), (64, 2), (128, 1))):
                 spacing = h * 2**stage
-                layers.append(residual_block(c_in, width, spacing, stride=1 if stage == 0 else 2,
-                                             kernel=k))
-                layers.append(residual_block(width, width, spacing, kernel=k))
-                c_in = width
+                for b in range(blocks):
+                    stride = 2 if stage > 0 and b == 0 else 1
+                    layers.append(residual_block(c_in, width, spacing, stride=stride, kernel=k))
+                    c_in = width
             layers += [GlobalAvgPool(), nn.Dropout(0.2), nn.Linear(c_in, n_classes)]
             self.net = DISequential(*layers)
 
+    def working_points(self, points: PointSet) -> PointSet:
+        """The coarsest level ``points.coarsen(2^k)`` with at least ``working_size`` points
+        (``points`` itself when it has fewer): where ``dinet-res``'s stem writes."""
+        stride = 1
+        while len(points) / (2 * stride) ** points.dim >= self.working_size:
+            stride *= 2
+        return points.coarsen(stride) if stride > 1 else points
+
     def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
-        logits, _ = self.net(x, self.prepare_points(points))
+        points = self.prepare_points(points)
+        if self.config["preset"] == "dinet-res":
+            work = self.working_points(points)
+            x = torch.relu(self.stem_norm(self.stem(x, points, work), work))
+            points = work
+        logits, _ = self.net(x, points)
         return logits

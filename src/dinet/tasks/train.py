@@ -67,7 +67,7 @@ class TrainConfig:
     augment: bool = True
     quadrature: str = "weights"
     kernel: str = "spline"
-    base_spacing: float | None = None  # None: 2 / (the data's image size)
+    base_spacing: float | None = None  # None: the model's default (see build_model)
     limit: int | None = None
 
     def check(self) -> None:
@@ -94,8 +94,12 @@ class TrainConfig:
 
 
 def build_model(config: TrainConfig, data: TaskData) -> DIModel:
-    """The model ``config.model`` sized for ``data`` (grid baselines: ``config.points``)."""
-    spacing = config.base_spacing or 2.0 / data.size
+    """The model ``config.model`` sized for ``data`` (grid baselines: ``config.points``).
+
+    The finest kernel spacing defaults to one pixel (2 / size), and to two pixels for
+    ``dinet-res``, which reads 256 points as well as 4,096 at that resolution.
+    """
+    spacing = config.base_spacing or (4.0 if config.model == "dinet-res" else 2.0) / data.size
     common = {"in_channels": data.in_channels, "quadrature": config.quadrature}
     side = round(config.points ** (1.0 / data.dim))
     if config.task == "classify":
