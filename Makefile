@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest -q
 
+# The main job: fields -> train on Sobol and on the grid -> test on every discretization.
 demo: setup
-	$(VENV)/bin/dinet bench conv
+	$(VENV)/bin/dinet demo
 
 # All 70k Fashion-MNIST images as 32x32 SIREN fields (train 60k + test 10k), resumable.
 FIELDS_DIR ?= data/fields

@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training images (default: 4096)")
     dm.add_argument("--test", type=_positive_int, default=1024,
                     help="test images (default: 1024)")
-    dm.add_argument("--epochs", type=_positive_int, default=8, help="epochs (default: 8)")
+    dm.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default: 10)")
     dm.add_argument("--data", default=None, help="folder holding the Fashion-MNIST files")
 
     rep = commands.add_parser(

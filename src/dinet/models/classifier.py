@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..nn import DIBatchNorm, DIConv, DISequential, GlobalAvgPool, Residual
-from ..points import PointSet
+from ..points import PointSet, grid
 from .checkpoint import DIModel
 
 __all__ = ["Classifier", "PRESETS", "conv_block", "check_preset"]
@@ -66,21 +66,24 @@ class Classifier(DIModel):
       global average pool; MLP head 128→128→n_classes.
     - ``"dinet4"`` (DI-Net-4): 32 channels; stem conv, one residual block, a stride-2 conv,
       global pool, MLP head 32→32→n_classes.
-    - ``"dinet-res"`` (default, stronger): a stem DIConv in→32 integrates the input on its
-      N points into a *working* point set of about (2/base_spacing)^d points — the coarsest
-      level ``points.coarsen(2^k)`` that still has one point per kernel lattice cell — so
-      that 256, 1,024 or 4,096 input points all give features at the same resolution and
-      only the stem's quadrature improves with N. Then three stages of residual blocks
-      (2 × 32 channels on the working set, 2 × 64 on ¼ of it, 1 × 128 on 1/16; the spacing
-      doubles per stage; stride-2 1×1 DIConv shortcuts), global average pool, dropout 0.2,
-      linear head. Use ``base_spacing`` of two pixels (4/H): at one point per cell the
-      network reads a field as well from 256 points as from 4,096.
+    - ``"dinet-res"`` (default, stronger): a stem DIConv in→32 with a smooth learned kernel
+      (MLP basis, 5×5 lattice at ``base_spacing``) integrates the field over whatever
+      points arrive and writes its features on a fixed lattice — the pixel centres of a
+      (2/base_spacing)² grid, one point per kernel cell. Everything after works on that
+      lattice: three stages of residual blocks (2 × 32 channels on the lattice, 2 × 64 on its
+      ¼ prefix, 1 × 128 on 1/16; the spacing doubles per stage; stride-2 1×1 DIConv
+      shortcuts), global average pool, dropout 0.2, linear head. Only the stem's integral
+      depends on the input points, so 256, 1,024 or 4,096 points of any discretization give
+      the rest of the network the same kind of input. Use ``base_spacing`` of two pixels
+      (4/H, the default 1/8 for 32×32 images): 256 points still put ~25 points under the
+      stem's support.
 
     Args:
         preset: one of :data:`PRESETS`.
         in_channels: channels of the input field.
         n_classes: number of classes.
-        base_spacing: the finest kernel lattice step in domain units (2/H for H×H images).
+        base_spacing: the finest kernel lattice step in domain units; default 2/32 (one pixel
+            of a 32×32 image), and 4/32 for ``dinet-res``.
         quadrature: ``"weights"`` (integrate with the points' quadrature weights) or
             ``"none"`` (the paper's unweighted sums: uniform weights 2^d/N).
         kernel: the convolutions' kernel family, ``"spline"`` (default) or ``"mlp"``
@@ -92,9 +95,11 @@ class Classifier(DIModel):
     """
 
     def __init__(self, preset: str = "dinet-res", in_channels: int = 1, n_classes: int = 10,
-                 base_spacing: float = 2 / 32, quadrature: str = "weights",
+                 base_spacing: float | None = None, quadrature: str = "weights",
                  kernel: str = "spline") -> None:
         check_preset(preset, PRESETS, "Classifier")
+        if base_spacing is None:  # one pixel of a 32 x 32 image; two for dinet-res
+            base_spacing = (4 if preset == "dinet-res" else 2) / 32
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
                          base_spacing=base_spacing, quadrature=quadrature, kernel=kernel)
         h = float(base_spacing)
@@ -115,8 +120,9 @@ class Classifier(DIModel):
                 mlp_head(32, 32, n_classes),
             )
         else:
-            self.working_size = round((2.0 / h) ** 2)
-            self.stem = DIConv(in_channels, 32, 3, spacing=h, bias=False, kernel=k)
+            side = round(2.0 / h)
+            self.lattice = grid((side, side))
+            self.stem = DIConv(in_channels, 32, 5, spacing=h, bias=False, kernel="mlp")
             self.stem_norm = DIBatchNorm(32)
             layers: list[nn.Module] = []
             c_in = 32
@@ -129,19 +135,10 @@ class Classifier(DIModel):
             layers += [GlobalAvgPool(), nn.Dropout(0.2), nn.Linear(c_in, n_classes)]
             self.net = DISequential(*layers)
 
-    def working_points(self, points: PointSet) -> PointSet:
-        """The coarsest level ``points.coarsen(2^k)`` with at least ``working_size`` points
-        (``points`` itself when it has fewer): where ``dinet-res``'s stem writes."""
-        stride = 1
-        while len(points) / (2 * stride) ** points.dim >= self.working_size:
-            stride *= 2
-        return points.coarsen(stride) if stride > 1 else points
-
     def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
         points = self.prepare_points(points)
         if self.config["preset"] == "dinet-res":
-            work = self.working_points(points)
-            x = torch.relu(self.stem_norm(self.stem(x, points, work), work))
-            points = work
+            x = torch.relu(self.stem_norm(self.stem(x, points, self.lattice), self.lattice))
+            points = self.lattice
         logits, _ = self.net(x, points)
         return logits

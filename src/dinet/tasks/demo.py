@@ -34,7 +34,7 @@ def _source(data_dir) -> str:
 
 
 def demo(out: str | Path = "runs/demo", n_train: int = 4096, n_test: int = 1024,
-         epochs: int = 8, points: int = 1024, data_dir=None, progress: bool = True) -> dict:
+         epochs: int = 10, points: int = 1024, data_dir=None, progress: bool = True) -> dict:
     """Run the demo into ``out``; returns :func:`~dinet.tasks.report`'s result."""
     out = Path(out)
     start = time.perf_counter()
