@@ -17,7 +17,11 @@ def make_points(kind: str, n: int, dim: int = 2, seed: int | None = 0) -> P.Poin
     """The ``n``-point discretization ``kind`` of [-1, 1]^dim for a seed.
 
     ``sobol`` is scrambled Sobol (randomised QMC), ``shrunk`` the paper's warped Sobol set
-    with its exact weights, ``random`` plain Monte Carlo, ``grid`` pixel centres and
+    with its exact weights, ``random`` i.i.d. uniform points whose weights are estimated from
+    the points themselves by k-NN (as for any set given by its coordinates,
+    :func:`dinet.points.from_coords`; plain Monte Carlo weights 4/N leave random clumps and
+    gaps uncorrected and cost 5–10 points of accuracy at 256–1,024 points), ``grid`` pixel
+    centres and
     ``jittered`` a stratified grid (these two need ``n`` to be a perfect d-th power), and
     ``mixed`` picks one of grid / sobol / shrunk from the seed, as the paper's "mixed"
     training.
@@ -35,7 +39,9 @@ def make_points(kind: str, n: int, dim: int = 2, seed: int | None = 0) -> P.Poin
             )
         shape = (side,) * dim
         return P.grid(shape) if kind == "grid" else P.jittered_grid(shape, seed=seed)
-    generator = {"sobol": P.sobol, "shrunk": P.shrunk, "random": P.random}[kind]
+    if kind == "random":
+        return P.from_coords(P.random(n, dim, seed=seed).coords)
+    generator = {"sobol": P.sobol, "shrunk": P.shrunk}[kind]
     return generator(n, dim, seed=seed)
 
 

@@ -36,6 +36,14 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def _label_colormap():
+    """Black for label 0 (background), then the 19 first "tab20" colours."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap([(0.0, 0.0, 0.0, 1.0), *colormaps["tab20"].colors[:19]])
+
+
 def heatmap(values, row_labels: Sequence[str], col_labels: Sequence[str],
             path: str | os.PathLike, *, title: str = "", row_title: str = "",
             col_title: str = "", fmt: str = "{:.1f}", scale: float = 1.0,
@@ -165,7 +173,8 @@ def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
     Args:
         rows: List of rows, each a list of panel dicts with keys ``"image"`` (2-D array
             ``(H, W)``, or ``(H, W, 3)`` RGB for kind "image"), ``"kind"`` (``"image"``:
-            intensities in [0, 1]; ``"labels"``: integer class map, colours fixed by "tab20";
+            intensities in [0, 1]; ``"labels"``: integer class map, 0 (background) black
+            and 1–19 in fixed "tab20" colours;
             ``"sdf"``: signed distance, "RdBu" with symmetric limits shared by the row's SDF
             panels and a black zero contour) and optional ``"title"``. All rows must have the
             same number of panels.
@@ -214,7 +223,8 @@ def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
                 ax.imshow(np.clip(image.astype(float), 0, 1), cmap="gray", vmin=0, vmax=1,
                           **common)
             elif kind == "labels":
-                ax.imshow(image.astype(int), cmap="tab20", vmin=0, vmax=19, **common)
+                ax.imshow(image.astype(int), cmap=_label_colormap(), vmin=-0.5, vmax=19.5,
+                          **common)
             else:
                 sdf = image.astype(float)
                 ax.imshow(sdf, cmap="RdBu", vmin=-limit, vmax=limit, **common)
