@@ -123,11 +123,15 @@ def _derived_seed(*keys: int) -> int:
 
 
 class _Augment:
-    """Per-item flips (negate a coordinate) and a small shift of the coordinates the fields
-    and targets are read at; the model still sees the untouched points."""
+    """Per-item flips and a small shift of the coordinates the fields and targets are read
+    at; the model still sees the untouched points. Images flip left-right only (the last
+    axis: an upside-down shirt is not in the data); 3-D ball scenes along every axis."""
 
     def __init__(self, gen: torch.Generator, batch: int, dim: int) -> None:
-        self.flips = torch.where(torch.rand(batch, 1, dim, generator=gen) < 0.5, -1.0, 1.0)
+        flip = torch.rand(batch, 1, dim, generator=gen) < 0.5
+        if dim == 2:
+            flip[..., 0] = False
+        self.flips = torch.where(flip, -1.0, 1.0)
         self.shift = 0.01 * torch.randn(batch, 1, dim, generator=gen)
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
