@@ -27,9 +27,9 @@ __all__ = ["reference_conv", "sparse_matmul", "stencil_conv"]
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _SDDMM_CHUNK = 1 << 18  # entries per chunk in the torch fallback, to bound its memory
-#: Elements of Z = S @ X computed at once (64 Mi floats, 256 MB in float32); larger batches
+#: Elements of Z = S @ X computed at once (4 Mi floats, 16 MB in float32); larger batches
 #: are processed in chunks of batch elements.
-_Z_BUDGET = 1 << 26
+_Z_BUDGET = 1 << 22
 
 
 def _use_compiled(x: torch.Tensor) -> bool:
