@@ -93,8 +93,10 @@ def test_segment_trains_evaluates_and_draws(scenes_fields, fake_fashion_mnist, t
     for table in m.values():
         assert set(table) == {"sobol", "grid"}
         assert all(0 <= v <= 1 for row in table.values() for v in row.values())
-    # Background dominates these scenes; a trained model gets most points right.
-    assert m["pixel_accuracy"]["sobol"]["256"] > 0.6
+    # Better than the trivial all-background answer: items are found and labelled.
+    data = open_task_data("segment", scenes_fields)
+    background = float((data.scenes.labels == 0).mean())
+    assert m["pixel_accuracy_pixel_centres"]["grid"]["256"] > background + 0.05
     assert {Path(p).name for p in results["plots"]} == {"heatmap.png", "vs_points.png",
                                                          "examples.png"}
     assert "miou_pixel_centres" in (out / "results.md").read_text()

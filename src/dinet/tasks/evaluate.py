@@ -16,7 +16,7 @@ from .._io import atomic_write_text
 from ..models import GridCNNClassifier, GridCNNSegmenter, VoxelCNN3d, load_model
 from ..points import PointSet, values_to_image
 from .data import TaskData, open_task_data
-from .discretize import DISCRETIZATIONS, make_points
+from .discretize import make_points
 from .metrics import confusion, mean_iou, pixel_accuracy
 from .train import MODELS
 
@@ -134,10 +134,6 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
     run = Path(run)
     discretizations = tuple(discretizations or ("sobol", "grid", "shrunk", "random",
                                                 "jittered"))
-    for kind in discretizations:
-        if kind not in DISCRETIZATIONS:
-            raise ValueError(f"unknown discretization {kind!r}; valid: "
-                             f"{', '.join(DISCRETIZATIONS)}")
     config, model = _load_run(run)
     task = config["task"]
     model.eval()
@@ -147,19 +143,17 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
     baseline = isinstance(model, _BASELINES)
     if baseline:  # a discrete CNN reads the field on its own grid only
         discretizations, points = ("grid",), (model.size ** data.dim,)
-    for kind in discretizations:
-        for count in points:
-            make_points(kind, count, data.dim, seed=seed)  # fail early on impossible counts
+    # Every point set up front: an unknown name or impossible count fails before any work.
+    point_sets = {(kind, count): make_points(kind, count, data.dim, seed=seed)
+                  for kind in discretizations for count in points}
     metrics: dict[str, dict[str, dict[str, float]]] = {m: {} for m in METRICS[task]}
-    for kind in discretizations:
-        for count in points:
-            point_set = make_points(kind, count, data.dim, seed=seed)
-            scorer = _Scorer(task, data, model, seed)
-            for start in range(0, n, batch_size):
-                idx = np.arange(start, min(n, start + batch_size))
-                scorer.add(idx, data.sample(idx, point_set), point_set)
-            for name, value in scorer.result().items():
-                metrics[name].setdefault(kind, {})[str(count)] = value
+    for (kind, count), point_set in point_sets.items():
+        scorer = _Scorer(task, data, model, seed)
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, min(n, start + batch_size))
+            scorer.add(idx, data.sample(idx, point_set), point_set)
+        for name, value in scorer.result().items():
+            metrics[name].setdefault(kind, {})[str(count)] = value
     results = {"task": task, "run": str(run), "fields": str(fields), "n_items": n,
                "train_discretization": config.get("discretization"),
                "train_points": config.get("points"), "model": config.get("model"),

@@ -144,8 +144,9 @@ def _step_loss(config: TrainConfig, model: DIModel, data: TaskData, idx: np.ndar
     metric's count."""
     gen = torch.Generator().manual_seed(seed)
     where = _Augment(gen, len(idx), data.dim) if config.augment else (lambda c: c)
+    read_at = where(points.coords)  # where the fields (and segmentation labels) are read
     with torch.no_grad():
-        x = data.inputs(idx, where(points.coords))
+        x = data.inputs(idx, read_at)
         if config.augment and config.task != "sdf":
             x = x + 0.02 * torch.randn(x.shape, generator=gen)
     if config.task == "classify":
@@ -154,7 +155,7 @@ def _step_loss(config: TrainConfig, model: DIModel, data: TaskData, idx: np.ndar
         return (F.cross_entropy(logits, target), int((logits.argmax(1) == target).sum()),
                 len(idx))
     if config.task == "segment":
-        target = data.targets(idx, where(points.coords))
+        target = data.targets(idx, read_at)
         logits = model(x, points)
         # The loss is the integral of the per-point loss: quadrature-weighted.
         per_point = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
