@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sobol | grid | shrunk | random | jittered | mixed (default: sobol)")
     tr.add_argument("--points", type=_positive_int, default=None,
                     help="points per field (default: 1024 in 2-D, 4096 = 16³ for sdf)")
+    tr.add_argument("--mix-points", type=_int_list, default=(),
+                    help="other point counts, comma-separated (e.g. 256): each step draws "
+                    "one of --points and these, so the model learns to read coarse and fine "
+                    "discretizations alike")
     tr.add_argument("--model", default=None,
                     help="classify: dinet-res (default) | dinet2 | dinet4 | cnn; segment: "
                     "dinet-unet (default) | dinet3 | dinet5 | cnn; sdf: sdfnet (default) | cnn "
@@ -231,6 +235,7 @@ def _train(args) -> None:
         augment=not args.no_augment, quadrature=args.quadrature, kernel=args.kernel,
         base_spacing=args.base_spacing, limit=args.limit,
         points=args.points or (4096 if args.task == "sdf" else 1024),
+        mix_points=tuple(args.mix_points),
     )
     last = train(config, resume=args.resume)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k in ("loss", "accuracy", "mse"))

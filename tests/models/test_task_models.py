@@ -76,13 +76,17 @@ def test_segmenter_query_equal_to_input_points_matches_default():
     torch.testing.assert_close(model(x, points), model(x, points, points))
 
 
-def test_sdfnet_on_3d_points():
+@pytest.mark.parametrize("coarse", ["lattice", "prefix"])
+def test_sdfnet_on_3d_points(coarse):
     torch.manual_seed(0)
-    model = SDFNet(base_spacing=2 / 8)
+    model = SDFNet(base_spacing=2 / 8, coarse=coarse)
+    assert (model.lattice == P.grid((4, 4, 4))) if coarse == "lattice" else model.lattice is None
     for points in (P.sobol(512, 3, seed=0), P.grid((8, 8, 8))):
         y = run_unchanged(model, torch.randn(2, len(points), 4), points,
                           P.random(50, 3, seed=1))
         assert y.shape == (2, 50, 1) and torch.isfinite(y).all() and y.abs().max() <= 2
+    with pytest.raises(ValueError, match="valid: 'lattice', 'prefix'"):
+        SDFNet(coarse="pyramid")
     with pytest.raises(ValueError, match="2-D but .* dim=3"):
         model(torch.randn(2, N, 4), P.sobol(N, 2, seed=0), P.sobol(4, 3, seed=0))
 

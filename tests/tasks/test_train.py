@@ -140,3 +140,25 @@ def test_mlp_kernel_and_spacing_options(fields, tmp_path):
     assert model.config["kernel"] == "mlp" and model.config["base_spacing"] == 0.25
     convs = [m for m in model.modules() if m.__class__.__name__ == "DIConv"]
     assert convs and all(c.kernel == "mlp" for c in convs)
+
+
+def test_mix_points_draws_every_count_and_is_validated(fields, tmp_path, monkeypatch):
+    seen = []
+    real = train_module._step_loss
+
+    def spy(config, model, data, idx, points, seed):
+        seen.append(len(points))
+        return real(config, model, data, idx, points, seed)
+
+    monkeypatch.setattr(train_module, "_step_loss", spy)
+    out = tmp_path / "mix"
+    train(_config(fields, out, epochs=2, mix_points=(16,)), progress=False)
+    assert set(seen) == {64, 16}  # 6 steps, each drawing one of the two counts
+    assert json.loads((out / "config.json").read_text())["mix_points"] == [16]
+    # resume accepts the recorded list (JSON reads tuples back as lists)
+    train(_config(fields, out, epochs=3, mix_points=(16,)), resume=True, progress=False)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match="mix_points must be positive"):
+        _config(fields, tmp_path / "bad", mix_points=(0,)).check()
+    with pytest.raises(ValueError, match="perfect square"):
+        _config(fields, tmp_path / "bad", discretization="grid", mix_points=(20,)).check()

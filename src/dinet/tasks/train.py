@@ -59,6 +59,7 @@ class TrainConfig:
     model: str | None = None  # None: the task's default (MODELS[task][0])
     discretization: str = "sobol"
     points: int = 1024
+    mix_points: tuple[int, ...] = ()  # other counts a step may draw instead of ``points``
     epochs: int = 1
     batch_size: int = 64
     lr: float = 1e-3
@@ -86,11 +87,24 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        self.mix_points = tuple(self.mix_points)
+        for value in self.mix_points:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"mix_points must be positive integers; got {value!r}")
+        if self.model == "cnn" and self.mix_points:
+            raise ValueError("the cnn baseline reads its own grid only: it cannot train on "
+                             "--mix-points")
         if self.model == "cnn" and self.discretization != "grid":
             raise ValueError("the cnn baseline sees fields only on its own grid: train it with "
                              "--discretization grid (its grid is --points, a perfect square "
                              "or cube)")
-        make_points(self.discretization, self.points, 3 if self.task == "sdf" else 2)
+        for count in self.counts:
+            make_points(self.discretization, count, 3 if self.task == "sdf" else 2)
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """The point counts a training step draws from (``points`` first)."""
+        return (self.points, *(c for c in self.mix_points if c != self.points))
 
 
 def build_model(config: TrainConfig, data: TaskData) -> DIModel:
@@ -115,6 +129,11 @@ def build_model(config: TrainConfig, data: TaskData) -> DIModel:
     if config.model == "cnn":
         return VoxelCNN3d(size=side, **common)
     return SDFNet(base_spacing=spacing, kernel=config.kernel, **common)
+
+
+def _plain(value):
+    """A config value as JSON reads it back (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _derived_seed(*keys: int) -> int:
@@ -196,8 +215,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if not (out / "config.json").exists():
             raise ValueError(f"{out} is not a dinet run (no config.json) — choose another --out")
         saved = json.loads((out / "config.json").read_text())
+        defaults = asdict(TrainConfig(fields="", out=""))  # keys older runs did not record
         differ = sorted(k for k, v in asdict(config).items()
-                        if k != "epochs" and saved.get(k) != v)
+                        if k != "epochs" and _plain(saved.get(k, defaults[k])) != _plain(v))
         if differ:
             raise ValueError(f"{out} holds a run with other settings ({', '.join(differ)} "
                              f"differ; see {out / 'config.json'}) — resume with the same "
@@ -215,8 +235,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
 
     metric_name = "mse" if config.task == "sdf" else "accuracy"
-    fixed = None if config.discretization in RANDOMISED else make_points(
-        config.discretization, config.points, data.dim)
+    fixed = {} if config.discretization in RANDOMISED else {
+        count: make_points(config.discretization, count, data.dim) for count in config.counts}
     last = {}
     for epoch in range(first_epoch, config.epochs):
         model.train()
@@ -229,8 +249,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             seed = _derived_seed(config.seed, epoch, step)
-            points = fixed if fixed is not None else make_points(
-                config.discretization, config.points, data.dim, seed=seed)
+            count = config.counts[seed % len(config.counts)]
+            points = fixed[count] if fixed else make_points(config.discretization, count,
+                                                            data.dim, seed=seed)
             loss, metric, count = _step_loss(config, model, data, idx, points, seed)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
