@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import re
 
 import numpy as np
@@ -493,6 +495,21 @@ def test_equal_content_equal_identity():
     assert PointSet(a.coords, a.weights * 2, "sobol") != a
     assert PointSet(a.coords, a.weights, "other") != a
     assert a != "not a point set"
+
+
+def test_copy_deepcopy_and_pickle_keep_content_and_identity():
+    for ps in (sobol(64, seed=2), grid((4, 6)), shrunk(32, seed=1)):
+        for clone in (copy.copy(ps), copy.deepcopy(ps), pickle.loads(pickle.dumps(ps))):
+            assert clone == ps and hash(clone) == hash(ps)
+            assert (clone.kind, clone.shape, clone.weight_method) == (
+                ps.kind, ps.shape, ps.weight_method)
+            assert torch.equal(clone.coords, ps.coords)
+            assert torch.equal(clone.weights, ps.weights)
+            assert clone.prefix(len(ps) // 4 or 1) == ps.prefix(len(ps) // 4 or 1)
+            with pytest.raises(AttributeError, match="immutable"):
+                clone.kind = "other"  # the copy is as immutable as the original
+    deep = copy.deepcopy(sobol(16, seed=0))
+    assert deep.coords.data_ptr() != sobol(16, seed=0).coords.data_ptr()
 
 
 def test_to_keeps_digest():

@@ -123,6 +123,14 @@ class PointSet:
     def __delattr__(self, name):
         raise AttributeError("PointSet is immutable")
 
+    def __setstate__(self, state) -> None:
+        # copy.copy/deepcopy and pickle rebuild an object slot by slot with setattr, which
+        # the immutability guard refuses; restore the slots past it (the content is trusted:
+        # it was validated when the original was built, and the digest travels with it).
+        _, slots = state
+        for name, value in slots.items():
+            object.__setattr__(self, name, value)
+
     def __hash__(self) -> int:
         return int(self.digest[:15], 16)
 
