@@ -203,7 +203,76 @@ def build_parser() -> argparse.ArgumentParser:
                      help="test point count to report (default: each run's training count)")
     rep.add_argument("--out", default=None,
                      help="folder for report.md and report.png (default: the runs' parent)")
+    _experiment_parser(commands)
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _experiment_parser(commands) -> None:
+    """``dinet experiment ...``: experiments that span more than one run."""
+    experiment = commands.add_parser("experiment", help="experiments beyond a single run "
+                                     "(from-cnn: convert a pixel CNN into a DI-Net)")
+    experiments = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT",
+                                            required=True)
+    fc = experiments.add_parser(
+        "from-cnn",
+        help="train a CNN on pixels, convert it to a DI-Net, test it on fields zero-shot "
+        "and after fine-tuning",
+        description="Train a small CNN on the pixels the training fields were fitted to, "
+        "convert it with dinet.convert.from_cnn, score it on the test fields on its own grid "
+        "(where it equals the CNN) and on Sobol, shrunk and jittered points without any "
+        "training, fine-tune it on the training fields (a fresh Sobol draw per step) and "
+        "score it again. Writes results.json, results.md, cnn.pt and finetuned.pt into --out "
+        "and prints the table.",
+    )
+    fc.add_argument("--train-fields", default="data/fields/fashion-mnist-train",
+                    help="labelled training field dataset (default: "
+                    "data/fields/fashion-mnist-train, made by `make fields`)")
+    fc.add_argument("--test-fields", default="data/fields/fashion-mnist-test",
+                    help="labelled test field dataset (default: data/fields/fashion-mnist-test)")
+    fc.add_argument("--epochs", type=_positive_int, default=3,
+                    help="CNN training epochs on pixels (default: 3)")
+    fc.add_argument("--finetune-epochs", type=_non_negative_int, default=1,
+                    help="fine-tuning epochs of the converted net on fields, 0 for none "
+                    "(default: 1)")
+    fc.add_argument("--points", type=_int_list, default=[4096, 1024],
+                    help="comma-separated point counts of the Sobol, shrunk and jittered test "
+                    "sets, perfect squares; the first is also the fine-tuning count "
+                    "(default: 4096,1024)")
+    fc.add_argument("--lr", type=float, default=3e-3, help="CNN AdamW learning rate (3e-3)")
+    fc.add_argument("--finetune-lr", type=float, default=3e-4,
+                    help="fine-tuning AdamW learning rate (3e-4)")
+    fc.add_argument("--limit", type=_positive_int, default=None,
+                    help="use the first N training images and fields")
+    fc.add_argument("--test-limit", type=_positive_int, default=None,
+                    help="test on the first N test fields")
+    fc.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    fc.add_argument("--out", default="runs/from-cnn",
+                    help="output folder (default: runs/from-cnn)")
+
+
+def _experiment(args) -> None:
+    from .tasks import FromCNNConfig, from_cnn_table, run_from_cnn
+
+    config = FromCNNConfig(
+        train_fields=args.train_fields, test_fields=args.test_fields, out=args.out,
+        epochs=args.epochs, finetune_epochs=args.finetune_epochs, points=tuple(args.points),
+        lr=args.lr, finetune_lr=args.finetune_lr, limit=args.limit, test_limit=args.test_limit,
+        seed=args.seed,
+    )
+    results = run_from_cnn(config)
+    print(from_cnn_table(results))
+    print(f"written to {args.out}/results.json and results.md "
+          f"({results['timings']['total']:.0f} s)")
 
 
 def _eval(args) -> None:
@@ -281,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             _eval(args)
         elif args.command == "report":
             _report(args)
+        elif args.command == "experiment":
+            _experiment(args)
         elif args.command == "demo":
             from .tasks.demo import demo
 
