@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 
 __all__ = ["AVAILABLE", "sddmm_add", "segment_max", "spline_stencil_csr", "spmm"]
 
@@ -160,6 +161,15 @@ if AVAILABLE:
                 out[p] += acc
 
 
+def _match_torch_threads() -> None:
+    """Run numba's parallel loops on as many threads as torch uses (``torch.set_num_threads``,
+    ``OMP_NUM_THREADS``): a process held to one thread must not wake a second one for every
+    kernel call — on a busy 2-core machine that wait made a forward pass ~20× slower."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
 def spline_stencil_csr(out_coords, in_coords, in_keys, in_weights, layout, kernel_size, spacing,
                        dilation, snap):
     """CSR arrays (rows b·N_out + i) of w_j φ_b(y_j − x_i), as the numpy path builds them.
@@ -179,6 +189,7 @@ def spline_stencil_csr(out_coords, in_coords, in_keys, in_weights, layout, kerne
     spacing = np.asarray(spacing, dtype=np.float64)
     kstrides = np.cumprod(np.concatenate([[1], ksize[:0:-1]]))[::-1].astype(np.int64)
     n_basis = int(np.prod(ksize))
+    _match_torch_threads()
     chunks = np.linspace(0, n_out, 8 * numba.get_num_threads() + 1).astype(np.int64)
     counts = np.zeros((n_basis, n_out), dtype=np.int64)
     args = (chunks, x, np.ascontiguousarray(in_coords, dtype=np.float64),
@@ -202,6 +213,7 @@ def spmm(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, x: np.ndar
     """``out = S @ x`` for CSR ``S`` and a C-contiguous ``x`` (float32 or float64)."""
     if out is None:
         out = np.empty((len(indptr) - 1, x.shape[1]), dtype=x.dtype)
+    _match_torch_threads()
     _spmm_kernel(indptr, indices, values, x, out)
     return out
 
@@ -210,6 +222,7 @@ def sddmm_add(indptr: np.ndarray, indices: np.ndarray, a: np.ndarray, b: np.ndar
               out: np.ndarray) -> np.ndarray:
     """``out[e] += a[row(e)] · b[indices[e]]`` for every entry e of a CSR structure: the
     gradient of ``S @ b`` with respect to S's values, given ``a`` = the output gradient."""
+    _match_torch_threads()
     _sddmm_kernel(indptr, indices, a, b, out)
     return out
 
@@ -219,5 +232,6 @@ def segment_max(indptr: np.ndarray, indices: np.ndarray, x: np.ndarray):
     that attains it (the first one); empty rows give 0 and -1."""
     out = np.empty((len(indptr) - 1, x.shape[1]), dtype=x.dtype)
     arg = np.empty((len(indptr) - 1, x.shape[1]), dtype=np.int64)
+    _match_torch_threads()
     _segment_max_kernel(indptr, indices, x, out, arg)
     return out, arg

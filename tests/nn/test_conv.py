@@ -354,3 +354,18 @@ def test_mlp_kernel_weight_shape_and_repr():
     conv = DIConv(4, 8, 3, spacing=0.1, kernel="mlp", n_basis=16)
     assert conv.weight.shape == (8, 4, 16) and conv.n_basis == 16
     assert "kernel='mlp'" in repr(conv) and "n_basis=16" in repr(conv)
+
+
+@needs_numba
+def test_compiled_kernels_use_torchs_thread_count():
+    import numba
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        indptr, indices = np.array([0, 1, 2]), np.array([1, 0])
+        out = _compiled.spmm(indptr, indices, np.array([2.0, 3.0]), np.eye(2))
+        np.testing.assert_array_equal(out, [[0.0, 2.0], [3.0, 0.0]])
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
