@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import (
-    Coarsened,
-    DIBatchNorm,
-    DIConv,
-    DISequential,
-    Resample,
-    Residual,
-)
+from ..nn import Coarsened, DIBatchNorm, DIConv, DISequential, Resample, Residual
 from ..nn.base import check_points
 from ..points import PointSet, grid
 from .checkpoint import DIModel
