@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.dinet-installed
 # The local CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup test demo bench lint clean fields
+.PHONY: setup test demo bench bench-peers lint clean fields
 
 setup: $(STAMP)
 
@@ -34,6 +34,17 @@ FIELDS_DIR ?= data/fields
 fields: setup
 	$(VENV)/bin/dinet fit --source fashion-mnist --split train --out $(FIELDS_DIR)/fashion-mnist-train
 	$(VENV)/bin/dinet fit --source fashion-mnist --split test --out $(FIELDS_DIR)/fashion-mnist-test
+
+# Every benchmark suite (conv, layers, fit, train-step, scaling); results and summary.md
+# under benchmarks/results/. `make bench-peers` first adds the optional DISCO peer
+# (neuraloperator's DiscreteContinuousConv2d). torch-harmonics builds a C++ extension
+# against the installed torch: no build isolation, or pip would fetch a CUDA torch to build.
+BENCH_PEERS ?= torch-harmonics==0.7.4 neuraloperator==2.0.0
+bench: setup
+	$(VENV)/bin/dinet bench all
+
+bench-peers: setup
+	$(PY) -m pip install --quiet --no-build-isolation $(BENCH_PEERS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -89,6 +89,67 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also time global attention (N x N scores; slow on a CPU)")
     _bench_options(layers, repeats=3, out="benchmarks/results/layers.json")
 
+    bfit = suites.add_parser(
+        "fit",
+        help="fields per second of the default field-fitting recipe",
+        description="Fit N Fashion-MNIST images (scikit-learn digits when Fashion-MNIST is "
+        "not installed) with the default SIREN recipe; fields/s and PSNR. Writes JSON.",
+    )
+    bfit.add_argument("--n", type=_positive_int, default=256,
+                      help="number of images (default: 256)")
+    bfit.add_argument("--out", default="benchmarks/results/fit.json",
+                      help="JSON output path (default: benchmarks/results/fit.json)")
+
+    bstep = suites.add_parser(
+        "train-step",
+        help="one training step of the default classifier, split into its parts",
+        description="Time one training step of dinet-res (fresh Sobol draw, stencils, "
+        "reading the fields, forward, backward + AdamW) and the epoch time it implies.",
+    )
+    bstep.add_argument("--points", type=_positive_int, default=1024,
+                       help="points per step (default: 1024)")
+    bstep.add_argument("--batch", type=_positive_int, default=64,
+                       help="batch size (default: 64)")
+    bstep.add_argument("--steps", type=_positive_int, default=10,
+                       help="timed steps; medians are reported (default: 10)")
+    bstep.add_argument("--fields", default=None,
+                       help="a classification field dataset (default: fit one batch of "
+                       "images into a temporary folder)")
+    bstep.add_argument("--out", default="benchmarks/results/train_step.json",
+                       help="JSON output path (default: benchmarks/results/train_step.json)")
+
+    bscale = suites.add_parser(
+        "scaling",
+        help="time and memory per point, 2^10 to 2^20 points (2-D), 2^12 to 2^18 (3-D)",
+        description="Forward+backward time and peak memory per point of the 2-D and 3-D "
+        "DIConv (3-pixel kernels) and of the default classifier, over N = 2^k Sobol points. "
+        "Prints a table, writes JSON and a PNG plot beside it.",
+    )
+    bscale.add_argument("--max-2d", type=_positive_int, default=20,
+                        help="largest 2-D size as a power of two (default: 20)")
+    bscale.add_argument("--max-3d", type=_positive_int, default=18,
+                        help="largest 3-D size as a power of two (default: 18)")
+    bscale.add_argument("--channels", type=_positive_int, default=16,
+                        help="conv channels (default: 16)")
+    bscale.add_argument("--batch", type=_positive_int, default=2, help="batch (default: 2)")
+    bscale.add_argument("--repeats", type=_positive_int, default=3,
+                        help="timed runs after one warm-up (default: 3)")
+    bscale.add_argument("--out", default="benchmarks/results/scaling.json",
+                        help="JSON output path (default: benchmarks/results/scaling.json)")
+
+    ball = suites.add_parser(
+        "all",
+        help="every suite (conv, layers, fit, train-step, scaling) and a summary.md",
+        description="Run every benchmark suite with its defaults; JSON files and summary.md "
+        "under --out-dir.",
+    )
+    ball.add_argument("--out-dir", default="benchmarks/results",
+                      help="folder of the results (default: benchmarks/results)")
+    ball.add_argument("--device", default="cpu",
+                      help="torch device of the conv and layer suites (default: cpu)")
+    ball.add_argument("--quick", action="store_true",
+                      help="tiny sizes: checks that every suite runs, in seconds")
+
     fit = commands.add_parser(
         "fit",
         help="fit one neural field per image and write a field dataset (resumable)",
@@ -356,6 +417,29 @@ def main(argv: list[str] | None = None) -> int:
 
             demo(args.out, n_train=args.train, n_test=args.test, epochs=args.epochs,
                  data_dir=args.data)
+        elif args.command == "bench" and args.suite == "fit":
+            from .bench.tasks import bench_fit
+
+            bench_fit(n=args.n, out=args.out)
+        elif args.command == "bench" and args.suite == "train-step":
+            from .bench.tasks import bench_train_step
+
+            bench_train_step(points=args.points, batch=args.batch, steps=args.steps,
+                             fields=args.fields, out=args.out)
+        elif args.command == "bench" and args.suite == "scaling":
+            from .bench.scaling import bench_scaling
+
+            if args.max_2d < 10 or args.max_3d < 12:
+                parser.error("--max-2d must be at least 10 and --max-3d at least 12")
+            bench_scaling(sizes_2d=tuple(2**k for k in range(10, args.max_2d + 1)),
+                          sizes_3d=tuple(2**k for k in range(12, args.max_3d + 1)),
+                          sizes_model=tuple(2**k for k in range(10, args.max_2d + 1, 2)),
+                          channels=args.channels, batch=args.batch, repeats=args.repeats,
+                          out=args.out)
+        elif args.command == "bench" and args.suite == "all":
+            from .bench.suite import bench_all
+
+            bench_all(args.out_dir, device=args.device, quick=args.quick)
         elif args.command == "bench" and args.suite == "layers":
             from .bench.layers import bench_layers
 

@@ -16,7 +16,14 @@ import torch
 
 from .._io import atomic_write_text
 
-__all__ = ["median_time", "peak_memory", "machine_info", "write_results", "markdown_table"]
+__all__ = [
+    "available_memory",
+    "machine_info",
+    "markdown_table",
+    "median_time",
+    "peak_memory",
+    "write_results",
+]
 
 
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -79,6 +86,22 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
     if base is None or peak is None:
         return None
     return max(peak - base, 0) * 1024
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable``; total RAM of the
+    machine as a fallback where ``/proc/meminfo`` does not exist)."""
+    kib = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    kib = int(line.split()[1])
+    except OSError:
+        pass
+    if kib is not None:
+        return kib * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict:

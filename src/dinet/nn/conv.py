@@ -10,6 +10,7 @@ from torch import nn
 
 from ..neighbors import Stencil
 from ..points import PointSet
+from ._gridconv import grid_conv, grid_plan
 from ._lattice import window_output_points
 from .base import DIModule, check_points, check_values, per_axis
 from .functional import stencil_conv
@@ -61,6 +62,12 @@ class DIConv(DIModule):
         n_basis: number of learned basis functions of the ``"mlp"`` family. Default 16.
         hidden: hidden width of the ``"mlp"`` basis. Default 32.
         stride: the default output set is ``points_in.coarsen(stride)`` (1: the input set).
+        grid_fast_path: when the input is a lattice (a grid or its prefix) and the output a
+            sub-lattice of it, run the spline kernel as ``F.conv1d/2d/3d`` on the rasterised
+            kernel (:mod:`dinet.nn._gridconv`) — the same values and gradients as the sparse
+            stencil. ``None`` (default): on accelerators only, since on CPU the compiled
+            stencil product measured as fast as conv2d plus the two reorderings the fast
+            path needs; ``True``: wherever it applies; ``False``: never.
 
     Shapes:
         - x: ``(B, N_in, C_in)``
@@ -90,6 +97,7 @@ class DIConv(DIModule):
         n_basis: int = 16,
         hidden: int = 32,
         stride: int = 1,
+        grid_fast_path: bool | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
@@ -115,6 +123,9 @@ class DIConv(DIModule):
         self.groups = groups
         self.kernel = kernel
         self.stride = stride
+        if grid_fast_path not in (None, True, False):
+            raise ValueError(f"grid_fast_path must be None, True or False; got {grid_fast_path!r}")
+        self.grid_fast_path = grid_fast_path
         if kernel == "mlp":
             self.basis = MLPBasis(dim, n_basis, hidden)
             basis_shape: tuple[int, ...] = (n_basis,)
@@ -167,6 +178,15 @@ class DIConv(DIModule):
         self, x: torch.Tensor, points_in: PointSet, points_out: PointSet | None = None
     ) -> torch.Tensor:
         check_values(x, check_points(points_in, self.dim, "points_in"), self.in_channels)
+        fast = self.grid_fast_path
+        if fast is None:
+            fast = x.device.type != "cpu"
+        if self.kernel == "spline" and fast:
+            out = self.output_points(points_in) if points_out is None else points_out
+            plan = grid_plan(points_in, check_points(out, self.dim, "points_out"),
+                             self.kernel_size, self.spacing, self.dilation)
+            if plan is not None:
+                return grid_conv(x, self.weight, self.bias, plan, self.groups)
         stencil = self.stencil(points_in, points_out)
         k, g = self.n_basis, self.groups
         og, cg = self.out_channels // g, self.in_channels // g

@@ -13,6 +13,8 @@ values may be fixed (spline kernels, pooling, resampling) or a tensor computed a
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -23,7 +25,7 @@ from .. import _compiled
 from ..neighbors import Stencil
 from ..points import PointSet
 
-__all__ = ["reference_conv", "sparse_matmul", "stencil_conv"]
+__all__ = ["reference_conv", "scratch_bytes", "sparse_matmul", "stencil_conv"]
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _SDDMM_CHUNK = 1 << 18  # entries per chunk in the torch fallback, to bound its memory
@@ -32,20 +34,56 @@ _SDDMM_CHUNK = 1 << 18  # entries per chunk in the torch fallback, to bound its 
 _Z_BUDGET = 1 << 22
 
 
+#: Largest scratch buffer (bytes) kept for reuse per role and thread; larger ones are
+#: allocated per call.
+_WORKSPACE_MAX = 1 << 28
+_workspace_local = threading.local()
+
+
 def _use_compiled(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and _compiled.AVAILABLE and x.dtype in _NUMPY_DTYPES
 
 
+def _scratch(role: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor for a temporary that dies within one chunk of a sparse op.
+
+    On CPU the memory is kept per thread and role and reused by the next call: a fresh
+    buffer of tens of MB costs a page fault per 4 KiB on first touch, which measured as long
+    as the sparse product that fills it. Callers must be done with a role's buffer before
+    asking for it again. Other devices (with caching allocators) get ``new_empty``.
+    """
+    numel = math.prod(shape)
+    if like.device.type != "cpu" or numel * like.element_size() > _WORKSPACE_MAX:
+        return like.new_empty(shape)
+    buffers = _workspace_local.__dict__.setdefault("buffers", {})
+    key = (role, like.dtype)
+    buf = buffers.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = buffers[key] = torch.empty(numel, dtype=like.dtype)
+    return buf[:numel].view(shape)
+
+
+def scratch_bytes() -> int:
+    """Bytes of scratch memory this thread keeps for the sparse ops (see :func:`_scratch`)."""
+    buffers = _workspace_local.__dict__.get("buffers", {})
+    return sum(b.numel() * b.element_size() for b in buffers.values())
+
+
 def _spmm(stencil: Stencil, values: torch.Tensor, x: torch.Tensor,
-          transpose: bool = False) -> torch.Tensor:
+          transpose: bool = False, role: str | None = None) -> torch.Tensor:
     """``S @ x`` (or ``S^T @ x``) for a contiguous 2-D ``x`` and S's ``values`` (in S's entry
-    order): the compiled CPU kernel when available, torch's sparse CSR product otherwise."""
+    order): the compiled CPU kernel when available, torch's sparse CSR product otherwise.
+    ``role`` names a scratch buffer (:func:`_scratch`) to write the result into."""
     if _use_compiled(x):
         indptr, indices = stencil.structure(transpose)
         v = values.detach()
         if transpose:
             v = v[stencil.index_tensor("perm_t", v.device)]
-        return torch.from_numpy(_compiled.spmm(indptr, indices, v.numpy(), x.detach().numpy()))
+        out = None
+        if role is not None:
+            out = _scratch(role, (len(indptr) - 1, x.shape[1]), x).numpy()
+        return torch.from_numpy(
+            _compiled.spmm(indptr, indices, v.numpy(), x.detach().numpy(), out))
     return stencil.tensors(x.device, x.dtype, transpose, values=values.detach()) @ x
 
 
@@ -63,12 +101,17 @@ def _sddmm_add(stencil: Stencil, a: torch.Tensor, b: torch.Tensor, out: torch.Te
         out[part] += (a[rows[part]] * b[cols[part]]).sum(dim=1)
 
 
-def _gather(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """``(b, N, C)`` batch values → ``(N, b·C)`` rows in the stencil's internal order."""
+def _gather(x: torch.Tensor, order: torch.Tensor | None, role: str) -> torch.Tensor:
+    """``(b, N, C)`` batch values → ``(N, b·C)`` rows in the stencil's internal order, in
+    the scratch buffer ``role``."""
     b, n, c = x.shape
     rows = x.transpose(0, 1)
-    rows = rows.contiguous() if order is None else rows.index_select(0, order)
-    return rows.reshape(n, b * c)
+    out = _scratch(role, (n, b, c), x)
+    if order is None:
+        out.copy_(rows)
+    else:
+        torch.index_select(rows, 0, order, out=out)
+    return out.view(n, b * c)
 
 
 def _scatter(dest: torch.Tensor, order: torch.Tensor | None, rows: torch.Tensor) -> None:
@@ -93,8 +136,9 @@ def _basis_product(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if groups == 1:
         # One GEMM per basis function, accumulated in place; as fast as a single im2col GEMM
         # and needs no permuted copy of Z.
-        out = z.new_zeros(m, weight.shape[-1])
-        for k in range(n_basis):
+        out = _scratch("y", (m, weight.shape[-1]), z)
+        torch.mm(z[0, :, 0], weight[0, 0], out=out)
+        for k in range(1, n_basis):
             out.addmm_(z[k, :, 0], weight[k, 0])
         return out
     return torch.einsum("kmgc,kgco->mgo", z, weight).reshape(m, -1)
@@ -116,7 +160,7 @@ class _StencilConv(torch.autograd.Function):
         out = x.new_empty(x.shape[0], n_out, groups * og)
         for part in _batch_chunks(x.shape[0], n_basis * n_out * x.shape[2]):
             b = part.stop - part.start
-            z = _spmm(stencil, values, _gather(x[part], in_order))
+            z = _spmm(stencil, values, _gather(x[part], in_order, "x"), role="z")
             y = _basis_product(z.view(n_basis, n_out * b, groups, cg), weight)
             _scatter(out[part], out_order, y.view(n_out, b, groups * og))
         ctx.save_for_backward(x, weight, values)
@@ -138,10 +182,10 @@ class _StencilConv(torch.autograd.Function):
         for part in _batch_chunks(x.shape[0], n_basis * n_out * x.shape[2]):
             b = part.stop - part.start
             m = n_out * b
-            g = _gather(grad_out[part], out_order).view(m, groups, og)
-            x_p = _gather(x[part], in_order) if (need_w or need_v) else None
+            g = _gather(grad_out[part], out_order, "g").view(m, groups, og)
+            x_p = _gather(x[part], in_order, "x") if (need_w or need_v) else None
             if need_w:
-                z = _spmm(stencil, values, x_p).view(n_basis, m, groups, cg)  # recomputed
+                z = _spmm(stencil, values, x_p, role="z").view(n_basis, m, groups, cg)
                 if groups == 1:
                     for k in range(n_basis):
                         grad_w[k, 0].addmm_(z[k, :, 0].t(), g[:, 0])
@@ -149,14 +193,14 @@ class _StencilConv(torch.autograd.Function):
                     grad_w += torch.einsum("kmgc,mgo->kgco", z, g)
             if need_x or need_v:
                 if groups == 1:  # one GEMM per basis function into its slice of dZ
-                    dz = x.new_empty(n_basis, m, cg)
+                    dz = _scratch("dz", (n_basis, m, cg), x)
                     for k in range(n_basis):
                         torch.mm(g[:, 0], weight[k, 0].t(), out=dz[k])
                 else:
                     dz = torch.einsum("mgo,kgco->kmgc", g, weight)
                 dz = dz.reshape(n_basis * n_out, b * groups * cg)
                 if need_x:
-                    dx = _spmm(stencil, values, dz, transpose=True)
+                    dx = _spmm(stencil, values, dz, transpose=True, role="dx")
                     _scatter(grad_x[part], in_order, dx.view(n_in, b, -1))
                 if need_v:
                     _sddmm_add(stencil, dz, x_p, grad_v)
@@ -191,7 +235,7 @@ class _SparseMatmul(torch.autograd.Function):
         in_order, out_order = stencil.order("in", x.device), stencil.order("out", x.device)
         out = x.new_empty(x.shape[0], stencil.n_out, x.shape[2])
         for part in _batch_chunks(x.shape[0], stencil.n_out * x.shape[2]):
-            y = _spmm(stencil, values, _gather(x[part], in_order))
+            y = _spmm(stencil, values, _gather(x[part], in_order, "x"), role="z")
             _scatter(out[part], out_order, y.view(stencil.n_out, part.stop - part.start, -1))
         ctx.stencil = stencil
         return out
@@ -205,7 +249,8 @@ class _SparseMatmul(torch.autograd.Function):
                                stencil.order("out", grad_out.device))
         grad_x = grad_out.new_empty(grad_out.shape[0], stencil.n_in, grad_out.shape[2])
         for part in _batch_chunks(grad_out.shape[0], stencil.n_in * grad_out.shape[2]):
-            dx = _spmm(stencil, values, _gather(grad_out[part], out_order), transpose=True)
+            dx = _spmm(stencil, values, _gather(grad_out[part], out_order, "g"), transpose=True,
+                       role="dx")
             _scatter(grad_x[part], in_order, dx.view(stencil.n_in, part.stop - part.start, -1))
         return grad_x, None
 
