@@ -44,6 +44,7 @@ bench: setup
 	$(VENV)/bin/dinet bench all
 
 bench-peers: setup
+	$(PY) -m pip install --quiet wheel "setuptools>=64"
 	$(PY) -m pip install --quiet --no-build-isolation $(BENCH_PEERS)
 
 lint: setup

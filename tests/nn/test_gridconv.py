@@ -86,12 +86,14 @@ def test_fast_path_is_conv2d_on_its_grid():
     torch.testing.assert_close(values_to_image(y, points), conv2d(img), rtol=0, atol=1e-6)
 
 
-def test_explicit_sub_lattice_output():
-    """An output lattice every 2nd node from an offset of one node (not a prefix)."""
+@pytest.mark.parametrize("first,last", [(1, 15), (0, 12)])
+def test_explicit_sub_lattice_output(first, last):
+    """Output lattices of every 2nd node: from an offset of one node (asymmetric padding),
+    and stopping short of the grid's end (the conv computes outputs that are dropped)."""
     torch.manual_seed(0)
-    conv = DIConv(2, 3, 3, spacing=2 / 16)
+    conv = DIConv(2, 3, 3, spacing=2 / 16, grid_fast_path=True)
     points = P.grid((16, 16))
-    axis = -1 + (2 * torch.arange(1, 16, 2, dtype=torch.float64) + 1) / 16
+    axis = -1 + (2 * torch.arange(first, last + 1, 2, dtype=torch.float64) + 1) / 16
     out = P.lattice([axis.tolist(), axis.tolist()])
     assert grid_plan(points, out, conv.kernel_size, conv.spacing, conv.dilation) is not None
     x = torch.randn(2, len(points), 2)
@@ -142,3 +144,22 @@ def test_rasterised_kernel_width():
     assert plan.identity is False
     same = grid_plan(points, points, (3, 3), (2 / 16, 2 / 16), (1, 1))
     assert same.identity is True
+
+
+def test_scratch_is_reused_and_can_be_freed():
+    """The sparse conv's temporaries live in per-thread scratch buffers: a second call of
+    the same size allocates nothing new, and clear_scratch() frees them."""
+    from dinet.nn.functional import clear_scratch, scratch_bytes
+
+    conv = DIConv(3, 4, 3, spacing=0.2)
+    points = P.sobol(256, 2, seed=0)
+    x = torch.randn(2, 256, 3, requires_grad=True)
+    conv(x, points).sum().backward()
+    held = scratch_bytes()
+    assert held > 0
+    y = conv(x, points)
+    y.sum().backward()
+    assert scratch_bytes() == held
+    clear_scratch()
+    assert scratch_bytes() == 0
+    torch.testing.assert_close(conv(x, points), y)  # results do not depend on the buffers

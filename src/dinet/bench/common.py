@@ -22,6 +22,7 @@ __all__ = [
     "markdown_table",
     "median_time",
     "peak_memory",
+    "release_free_heap",
     "write_results",
 ]
 
@@ -49,7 +50,7 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def _release_free_heap() -> None:
+def release_free_heap() -> None:
     """Hand freed heap pages back to the OS (glibc), so a peak of resident memory measures
     the call itself rather than how much the allocator kept from earlier work."""
     try:
@@ -74,7 +75,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    _release_free_heap()
+    release_free_heap()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current resident set

@@ -25,7 +25,13 @@ from .. import _compiled
 from ..neighbors import Stencil
 from ..points import PointSet
 
-__all__ = ["reference_conv", "scratch_bytes", "sparse_matmul", "stencil_conv"]
+__all__ = [
+    "clear_scratch",
+    "reference_conv",
+    "scratch_bytes",
+    "sparse_matmul",
+    "stencil_conv",
+]
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _SDDMM_CHUNK = 1 << 18  # entries per chunk in the torch fallback, to bound its memory
@@ -36,7 +42,7 @@ _Z_BUDGET = 1 << 22
 
 #: Largest scratch buffer (bytes) kept for reuse per role and thread; larger ones are
 #: allocated per call.
-_WORKSPACE_MAX = 1 << 28
+_WORKSPACE_MAX = 1 << 30
 _workspace_local = threading.local()
 
 
@@ -67,6 +73,11 @@ def scratch_bytes() -> int:
     """Bytes of scratch memory this thread keeps for the sparse ops (see :func:`_scratch`)."""
     buffers = _workspace_local.__dict__.get("buffers", {})
     return sum(b.numel() * b.element_size() for b in buffers.values())
+
+
+def clear_scratch() -> None:
+    """Free this thread's scratch buffers (they are rebuilt on the next sparse op)."""
+    _workspace_local.__dict__.get("buffers", {}).clear()
 
 
 def _spmm(stencil: Stencil, values: torch.Tensor, x: torch.Tensor,
