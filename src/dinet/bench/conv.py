@@ -209,7 +209,8 @@ def _peer_cell(result: dict, name: str) -> str:
     peer = next(p for p in result["peers"] if p["name"] == name)
     if "skipped" in peer:
         return "—"
-    return (f"{peer['ratio']:.0f}× ({peer['fwd_bwd_s']:.1f} s; setup {peer['setup_s']:.1f} s, "
+    ratio = f"{peer['ratio']:.1f}" if peer["ratio"] < 10 else f"{peer['ratio']:.0f}"
+    return (f"{ratio}× ({peer['fwd_bwd_s']:.1f} s; setup {peer['setup_s']:.1f} s, "
             f"{_mib(max(peer['setup_peak_bytes'] or 0, peer['peak_bytes'] or 0))} MiB)")
 
 
