@@ -9,7 +9,8 @@ as when a finer image is convolved):
 - the 3-D DIConv (3×3×3), N = 2^12 … 2^18;
 - the default classifier (``dinet-res``, 1 input channel) forward+backward at a fixed
   spacing, where only the stem reads all N points — the cost of more points to a model —
-  N = 2^10 … 2^18 (at 2^20 it ran out of this machine's 24 GiB; not yet investigated).
+  N = 2^10 … 2^18 (at 2^20 it ran out of this machine's 24 GiB: its MLP-kernel stem keeps
+  the basis MLP's activations of every (point, lattice node) pair for the backward pass).
 
 Time per point should stay flat (the sparse work is linear in the stencil's non-zeros) and
 memory should be linear in the non-zeros; both are tabled and plotted.
