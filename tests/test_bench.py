@@ -12,13 +12,7 @@ import dinet.points as P
 from dinet.bench.released import ReleasedDIConv, released_table_bytes
 from dinet.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_released_conv_is_conv2d_inside_the_grid():

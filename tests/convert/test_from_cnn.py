@@ -16,12 +16,7 @@ from dinet.convert import ConvertedCNN, Interpolate, from_cnn
 TOL = 1e-5  # max abs error relative to max |output|, as the issue asks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

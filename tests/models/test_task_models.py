@@ -21,14 +21,7 @@ from dinet.models import (
     unweighted,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: extra threads only add contention on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 H = 2 / 16  # 256 points ≈ a 16×16 image

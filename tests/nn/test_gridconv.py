@@ -15,13 +15,7 @@ from dinet.nn import DIConv
 from dinet.nn._gridconv import grid_plan
 from dinet.points import image_to_values, values_to_image
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _both_paths(conv: DIConv, x, points_in, points_out=None):

@@ -221,14 +221,15 @@ class _GridConv(torch.autograd.Function):
         plan = ctx.plan
         dim = len(plan.shape_in)
         b, _, o = grad_out.shape
-        full = tuple(ctx.y_shape[2:]) == plan.shape_out  # else the conv made extra outputs
-        grad_y = (_scratch("grid_grad", (b, o) + tuple(ctx.y_shape[2:]), grad_out) if full
-                  else grad_out.new_zeros(ctx.y_shape))
-        inner = grad_y[(slice(None), slice(None)) + tuple(slice(0, s) for s in plan.shape_out)]
+        # The conv's output image; where it is larger than the output lattice (outputs the
+        # forward dropped), the extra pixels get zero gradient.
+        full = tuple(ctx.y_shape[2:]) == plan.shape_out
         if full:
-            inner = inner.view(b, o, -1)
+            grad_y = _scratch("grid_grad", tuple(ctx.y_shape), grad_out)
+            inner = grad_y.view(b, o, -1)
         else:
-            inner = inner.reshape(b, o, -1)  # a copy, scattered back below
+            grad_y = grad_out.new_zeros(ctx.y_shape)
+            inner = grad_out.new_empty(b, o, len(plan.points_from_image))
         inner.index_copy_(2, plan.tensor("points_from_image", x.device),
                           grad_out.transpose(1, 2))
         if not full:
