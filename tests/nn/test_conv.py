@@ -297,6 +297,23 @@ def test_compiled_stencil_equals_numpy_path(dim, kernel_size, dilation, kinds):
 
 
 @needs_numba
+@pytest.mark.parametrize("dim", [2, 3])
+def test_compiled_stencil_two_pass_equals_one_pass(monkeypatch, dim):
+    """Builds too large for the reusable entry buffer count first, then write in place."""
+    from dinet.nn.kernels import _build_spline_stencil
+
+    pin, pout = P.sobol(900, dim, seed=3), P.random(400, dim, seed=4)
+    args = (pin, pout, (3,) * dim, (2 / 10,) * dim, (1,) * dim)
+    one = _build_spline_stencil(*args, compiled=True)
+    monkeypatch.setattr(_compiled, "_BUFFER_ENTRIES", 0)
+    two = _build_spline_stencil(*args, compiled=True)
+    assert one.nnz > 0
+    np.testing.assert_array_equal(one.indptr, two.indptr)
+    np.testing.assert_array_equal(one.indices, two.indices)
+    np.testing.assert_array_equal(one.values, two.values)
+
+
+@needs_numba
 def test_torch_sparse_fallback_equals_compiled(monkeypatch):
     conv, x, pin, pout = _random_case(2, 400, 150, torch.float32)
     x.requires_grad_(True)
