@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--shard-size", type=_positive_int, default=256,
                      help="fields per shard file (default: 256)")
     fit.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
+    fit.epilog = ("Under torchrun (torchrun --nproc_per_node=K -m dinet fit ...) rank r fits the "
+                  "shards k with k % K == r and rank 0 writes the manifest.")
 
     tr = commands.add_parser(
         "train",
@@ -225,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder")
     tr.add_argument("--resume", action="store_true",
                     help="continue the run in --out from its last finished epoch")
+    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto (default): CUDA when available, else the CPU; under torchrun "
+                    "each process takes the GPU of its LOCAL_RANK")
+    tr.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast (CUDA only; refused on the CPU)")
+    tr.epilog = ("Under torchrun (torchrun --nproc_per_node=K -m dinet train ...) the K "
+                 "processes train one model with DistributedDataParallel (gloo on the CPU, "
+                 "NCCL on CUDA); --batch-size is the global batch, and the run equals a "
+                 "one-process run to float rounding.")
 
     ev = commands.add_parser(
         "eval",
@@ -355,6 +366,7 @@ def _report(args) -> None:
 
 
 def _train(args) -> None:
+    from . import distributed
     from .tasks import TrainConfig, train
 
     config = TrainConfig(
@@ -364,14 +376,21 @@ def _train(args) -> None:
         augment=not args.no_augment, quadrature=args.quadrature, kernel=args.kernel,
         base_spacing=args.base_spacing, limit=args.limit,
         points=args.points or (4096 if args.task == "sdf" else 1024),
-        mix_points=tuple(args.mix_points),
+        mix_points=tuple(args.mix_points), device=args.device, bf16=args.bf16,
     )
-    last = train(config, resume=args.resume)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k in ("loss", "accuracy", "mse"))
-    print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: {shown}")
+    with distributed.session(args.device):
+        last = train(config, resume=args.resume)
+        main = distributed.is_main()
+    if main:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
+                          if k in ("loss", "accuracy", "mse"))
+        print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: {shown}")
 
 
 def _fit(args) -> None:
+    import datetime
+
+    from . import distributed
     from .data import load_source
     from .fields.build import build_dataset
 
@@ -381,11 +400,16 @@ def _fit(args) -> None:
                                       ("omega0", args.omega0)) if v is not None}
     fit_options = {k: v for k, v in (("max_steps", args.max_steps),
                                      ("target_psnr", args.target_psnr)) if v is not None}
-    ds = build_dataset(args.out, images, labels, source=info, split=args.split, arch=args.arch,
-                       arch_hparams=arch_hparams, fit_options=fit_options,
-                       shard_size=args.shard_size, seed=args.seed)
-    print(f"{ds}: PSNR on the grid {ds.psnr_grid.mean():.2f} dB (min "
-          f"{ds.psnr_grid.min():.2f}), off the grid {ds.psnr_offgrid.mean():.2f} dB")
+    # Fields are fitted on the CPU. A rank may wait for the others' shards at a barrier for
+    # as long as they take, hence the long timeout (torchrun ends the job if a rank dies).
+    with distributed.session("cpu", timeout=datetime.timedelta(hours=24)):
+        ds = build_dataset(args.out, images, labels, source=info, split=args.split,
+                           arch=args.arch, arch_hparams=arch_hparams, fit_options=fit_options,
+                           shard_size=args.shard_size, seed=args.seed)
+        main = distributed.is_main()
+    if main:
+            print(f"{ds}: PSNR on the grid {ds.psnr_grid.mean():.2f} dB (min "
+              f"{ds.psnr_grid.min():.2f}), off the grid {ds.psnr_offgrid.mean():.2f} dB")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,9 +146,9 @@ def test_mix_points_draws_every_count_and_is_validated(fields, tmp_path, monkeyp
     seen = []
     real = train_module._step_loss
 
-    def spy(config, model, data, idx, points, seed):
+    def spy(config, model, data, idx, points, seed, *rest):
         seen.append(len(points))
-        return real(config, model, data, idx, points, seed)
+        return real(config, model, data, idx, points, seed, *rest)
 
     monkeypatch.setattr(train_module, "_step_loss", spy)
     out = tmp_path / "mix"

@@ -10,6 +10,7 @@ import numpy as np
 from safetensors.torch import load as st_load
 from tqdm import tqdm
 
+from .. import distributed
 from . import fit as fit_module
 from .dataset import (
     MANIFEST,
@@ -58,6 +59,12 @@ def build_dataset(
     damaged ones; the result equals an uninterrupted run. A folder holding another dataset
     (a different plan) is refused rather than overwritten.
 
+    In a process group (``torchrun``; see :mod:`dinet.distributed`) every rank calls this
+    with the same arguments: rank r fits the shards k with k % world_size == r that are not
+    on disk yet, all ranks wait for each other, and rank 0 writes the manifest — the same
+    dataset as one process writes, shard for shard. A rank that died leaves its missing
+    shards to the next run.
+
     Args:
         out: the dataset folder (created if needed).
         images: ``(N, H, W, C)`` floats in [0, 1].
@@ -90,24 +97,39 @@ def build_dataset(
 
     n = len(images)
     n_shards = -(-n // shard_size)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    mine = [k for k in range(n_shards) if k % world == rank]
+    shown = sum(min(n, (k + 1) * shard_size) - k * shard_size for k in mine)
+    bar = tqdm(total=shown, desc=f"fit {out.name}" + (f" (rank {rank}/{world})" if world > 1
+                                                      else ""),
+               unit="field", disable=not progress)
+    for k in mine:
+        start, stop = k * shard_size, min(n, (k + 1) * shard_size)
+        if read_shard_entry(out, k, digest) is None:
+            result = fit_module.fit_fields(images[start:stop], arch, seed=seed + k,
+                                           progress=False, **arch_hparams, **fit_options)
+            write_shard(out, k, start, result.fields.state_dict(), result.psnr_grid,
+                        result.psnr_offgrid, None if labels is None else labels[start:stop],
+                        digest)
+            bar.set_postfix(psnr=f"{float(result.psnr_grid.mean()):.1f}dB")
+        bar.update(stop - start)
+    bar.close()
+    distributed.barrier()  # every rank's shards are on disk
+    if not main:
+        distributed.barrier()  # rank 0 writes the manifest
+        return FieldDataset.open(out)
     entries, psnr_grid, psnr_offgrid = [], np.zeros(n), np.zeros(n)
-    bar = tqdm(total=n, desc=f"fit {out.name}", unit="field", disable=not progress)
     for k in range(n_shards):
         start, stop = k * shard_size, min(n, (k + 1) * shard_size)
         entry = read_shard_entry(out, k, digest)
         if entry is None:
-            result = fit_module.fit_fields(images[start:stop], arch, seed=seed + k,
-                                           progress=False, **arch_hparams, **fit_options)
-            entry = write_shard(out, k, start, result.fields.state_dict(), result.psnr_grid,
-                                result.psnr_offgrid,
-                                None if labels is None else labels[start:stop], digest)
+            raise DatasetError(f"{out}: shard {k} is missing or damaged after fitting — "
+                               "rerun the same command to fit it")
         tensors = st_load((out / entry["file"]).read_bytes())
         psnr_grid[start:stop] = tensors["psnr_grid"].double().numpy()
         psnr_offgrid[start:stop] = tensors["psnr_offgrid"].double().numpy()
         entries.append(entry)
-        bar.update(stop - start)
-        bar.set_postfix(psnr=f"{psnr_grid[:stop].mean():.1f}dB")
-    bar.close()
     # The hyper-parameters fit_fields used: its defaults, the caller's, and the image shape.
     template = build_field(arch, 1, in_dim=2, out_dim=int(images.shape[-1]),
                            **{**fit_module.DEFAULT_ARCH_HPARAMS.get(arch, {}), **arch_hparams})
@@ -127,6 +149,7 @@ def build_dataset(
         "psnr_offgrid": np.round(psnr_offgrid, 3).tolist(),
         "shards": entries,
     })
+    distributed.barrier()  # the manifest is written
     return FieldDataset.open(out)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..points import PointSet
@@ -24,6 +25,7 @@ __all__ = [
     "DIInstanceNorm",
     "DILayerNorm",
     "effective_sample_size",
+    "synced_batch_moments",
     "weighted_moments",
 ]
 
@@ -70,6 +72,52 @@ def weighted_moments(
     centred = x - mean
     var = (centred.square() * prob).sum(dims, keepdim=True) / count
     return mean, centred, var
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks, differentiable: the gradient of every rank's input is the sum of
+    the gradients reaching every rank's output (the backward is an all-reduce too)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)
+
+
+def _several_ranks() -> bool:
+    """Whether a default process group of more than one rank exists."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def synced_batch_moments(
+    x: torch.Tensor, points: PointSet
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    r""":func:`weighted_moments` over ``dims=(0, 1)`` of the batch split across all ranks.
+
+    Each rank holds a slice ``(B_r, N, C)`` of one global batch read on the same points.
+    The weighted sums :math:`\sum_t \sum_j p_j x_{tjc}` and the counts B_r are summed over
+    the ranks (one all-reduce), then the centred squares (a second one): the mean and the
+    two-pass variance of the whole batch, with gradients that flow back to every rank's
+    values. A rank's slice may be empty.
+
+    Returns:
+        ``(mean, centred, var, batch)`` as :func:`weighted_moments`, plus the global batch
+        size.
+    """
+    weights = points.weights.to(device=x.device, dtype=x.dtype)
+    prob = (weights / weights.sum()).reshape(1, -1, 1)
+    local = torch.cat([(x * prob).sum((0, 1)), x.new_full((1,), x.shape[0])])
+    total = _AllReduceSum.apply(local)
+    batch = total[-1].detach()
+    mean = (total[:-1] / batch).reshape(1, 1, -1)
+    centred = x - mean
+    var = (_AllReduceSum.apply((centred.square() * prob).sum((0, 1))) / batch).reshape(1, 1, -1)
+    return mean, centred, var, int(batch)
 
 
 def effective_sample_size(points: PointSet) -> torch.Tensor:
@@ -141,6 +189,12 @@ class DIBatchNorm(_PointNorm):
     names are torch's, so a ``BatchNorm2d`` state dict loads as it is
     (:meth:`from_batchnorm`).
 
+    Under ``torch.distributed`` (a default process group of several ranks, e.g. training
+    with DDP) the training statistics are those of the **global** batch: every rank's
+    weighted sums are all-reduced (:func:`synced_batch_moments`), so K ranks holding a slice
+    each compute what one process holding the whole batch would, gradients included. A
+    training-mode forward is then a collective: every rank must make it.
+
     Args:
         num_features: C.
         eps: ε added to the variance. Default 1e-5.
@@ -196,12 +250,17 @@ class DIBatchNorm(_PointNorm):
             mean = self.running_mean.to(xc.dtype)
             return self._normalise(x, xc - mean, self.running_var.to(xc.dtype))
 
-        if self.training and x.shape[0] * x.shape[1] == 1:
-            raise ValueError(
-                "DIBatchNorm needs more than one value per channel in training; got a batch "
-                "of 1 sample on 1 point — use a larger batch or point set, or eval mode"
-            )
-        mean, centred, var = weighted_moments(xc, points_in, (0, 1))
+        if self.training and _several_ranks():  # DDP: statistics of the global batch
+            mean, centred, var, batch = synced_batch_moments(xc, points_in)
+        else:
+            if self.training and x.shape[0] * x.shape[1] == 1:
+                raise ValueError(
+                    "DIBatchNorm needs more than one value per channel in training; got a "
+                    "batch of 1 sample on 1 point — use a larger batch or point set, or eval "
+                    "mode"
+                )
+            mean, centred, var = weighted_moments(xc, points_in, (0, 1))
+            batch = x.shape[0]
         if update:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -209,7 +268,7 @@ class DIBatchNorm(_PointNorm):
                     factor = 1.0 / float(self.num_batches_tracked)
                 else:
                     factor = self.momentum
-                n = x.shape[0] * effective_sample_size(points_in).to(x.device)
+                n = batch * effective_sample_size(points_in).to(x.device)
                 unbiased = var.reshape(-1) * (n / (n - 1)).to(var.dtype)
                 self.running_mean.lerp_(mean.reshape(-1).to(self.running_mean.dtype), factor)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)

@@ -6,6 +6,13 @@ augmentations applied to the coordinates the fields (and targets) are read at, n
 points the model sees — and takes one AdamW step under a cosine schedule. Seeds are derived
 from (seed, epoch, step), so a run is reproducible on CPU, and a run resumed from its last
 epoch checkpoint continues exactly as an uninterrupted one would.
+
+Under ``torchrun`` (see :mod:`dinet.distributed`) the model is wrapped in
+``DistributedDataParallel`` and each rank computes its contiguous slice of every global
+batch: all ranks draw the same points, augmentations and noise for the whole batch and keep
+their slice, the batch norms share their statistics, and each local loss is scaled so that
+DDP's averaged gradient is the gradient of the global batch — K ranks train the same model
+as one process, to float rounding. Rank 0 alone writes the run's files.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .. import distributed
 from .._io import atomic_torch_save, atomic_write_text
 from ..models import (
     PRESETS,
@@ -70,6 +79,8 @@ class TrainConfig:
     kernel: str = "spline"
     base_spacing: float | None = None  # None: the model's default (see build_model)
     limit: int | None = None
+    device: str = "auto"  # auto | cpu | cuda (see dinet.distributed.select_device)
+    bf16: bool = False  # autocast to bfloat16 on CUDA
 
     def check(self) -> None:
         """Raise a ValueError naming the valid choices for any invalid setting."""
@@ -98,6 +109,9 @@ class TrainConfig:
             raise ValueError("the cnn baseline sees fields only on its own grid: train it with "
                              "--discretization grid (its grid is --points, a perfect square "
                              "or cube)")
+        if self.device not in distributed.DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; valid: "
+                             f"{', '.join(distributed.DEVICES)}")
         for count in self.counts:
             make_points(self.discretization, count, 3 if self.task == "sdf" else 2)
 
@@ -157,34 +171,56 @@ class _Augment:
         return (coords[None] * self.flips + self.shift).clamp(-1, 1)
 
 
-def _step_loss(config: TrainConfig, model: DIModel, data: TaskData, idx: np.ndarray,
-               points: PointSet, seed: int) -> tuple[torch.Tensor, float, int]:
-    """One batch's loss, its summed metric (correct items/points, or squared error) and the
-    metric's count."""
+def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx: np.ndarray,
+               points: PointSet, seed: int, part: slice | None = None,
+               device: torch.device | None = None,
+               bf16: bool = False) -> tuple[torch.Tensor, float, int]:
+    """The loss of this process's ``part`` of one global batch ``idx`` (its mean over the
+    part's items), the part's summed metric (correct items/points, or squared error) and the
+    metric's count.
+
+    The augmentations and the noise are drawn for the whole batch and sliced, so the parts
+    of K ranks together see exactly what one process sees. An empty part gives a zero loss
+    that is still connected to the model (DDP expects every rank's backward).
+    """
+    part = slice(0, len(idx)) if part is None else part
+    device = torch.device("cpu") if device is None else device
     gen = torch.Generator().manual_seed(seed)
-    where = _Augment(gen, len(idx), data.dim) if config.augment else (lambda c: c)
+    augment = _Augment(gen, len(idx), data.dim) if config.augment else None
+
+    def where(coords: torch.Tensor) -> torch.Tensor:  # where this part's items are read
+        return coords if augment is None else augment(coords)[part]
+
+    local = idx[part]
     read_at = where(points.coords)  # where the fields (and segmentation labels) are read
     with torch.no_grad():
-        x = data.inputs(idx, read_at)
+        x = (data.inputs(local, read_at) if len(local) else  # an empty share: no items
+             torch.zeros(0, len(points), data.in_channels))
         if config.augment and config.task != "sdf":
-            x = x + 0.02 * torch.randn(x.shape, generator=gen)
+            x = x + 0.02 * torch.randn((len(idx), *x.shape[1:]), generator=gen)[part]
+    x = x.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        if config.task == "sdf":
+            query = make_points("sobol", SDF_QUERIES, 3, seed=_derived_seed(seed, 1))
+            out = model(x, points, query)
+        else:
+            out = model(x, points)
+    out = out.float()
+    if len(local) == 0:
+        return out.sum() * 0.0, 0.0, 0
     if config.task == "classify":
-        target = data.targets(idx)
-        logits = model(x, points)
-        return (F.cross_entropy(logits, target), int((logits.argmax(1) == target).sum()),
-                len(idx))
+        target = data.targets(local).to(device)
+        return (F.cross_entropy(out, target), int((out.argmax(1) == target).sum()),
+                len(local))
     if config.task == "segment":
-        target = data.targets(idx, read_at)
-        logits = model(x, points)
+        target = data.targets(local, read_at).to(device)
         # The loss is the integral of the per-point loss: quadrature-weighted.
-        per_point = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-        w = points.weights / points.weights.sum()
-        return ((per_point * w).sum(1).mean(), int((logits.argmax(-1) == target).sum()),
+        per_point = F.cross_entropy(out.transpose(1, 2), target, reduction="none")
+        w = (points.weights / points.weights.sum()).to(device)
+        return ((per_point * w).sum(1).mean(), int((out.argmax(-1) == target).sum()),
                 target.numel())
-    query = make_points("sobol", SDF_QUERIES, 3, seed=_derived_seed(seed, 1))
-    target = data.targets(idx, where(query.coords))
-    pred = model(x, points, query)
-    err = F.mse_loss(pred, target)
+    target = data.targets(local, where(query.coords)).to(device)
+    err = F.mse_loss(out, target)
     return err, float(err.detach()) * target.numel(), target.numel()
 
 
@@ -192,14 +228,26 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     """Train per ``config``; write ``config.json``, ``metrics.jsonl``, ``model.pt`` and
     ``train_state.pt`` (optimizer, schedule, epoch) under ``config.out``.
 
-    Returns the last epoch's metrics.
+    In a process group (``torchrun``; see :mod:`dinet.distributed`) every rank calls this
+    with the same config: the model is wrapped in DDP, each rank computes its slice of every
+    global batch of ``config.batch_size`` items, and rank 0 writes the files while the others
+    wait. ``config.device`` picks the device (``auto``: CUDA when available); checkpoints are
+    written from and read to the CPU, so a run resumes on any device.
+
+    Returns the last epoch's metrics (over the global batch, on every rank).
     """
     config.check()
+    device = distributed.select_device(config.device)
+    if config.bf16 and device.type == "cpu":
+        raise ValueError("--bf16 (bfloat16 autocast) is for CUDA devices only; on the CPU it "
+                         "would be slower and change the numerics — drop --bf16, or train on "
+                         "a GPU (--device cuda)")
+    world, main = distributed.world_size(), distributed.is_main()
     out = Path(config.out)
     data = open_task_data(config.task, config.fields)
     n = len(data) if config.limit is None else min(config.limit, len(data))
     torch.manual_seed(config.seed)
-    model = build_model(config, data)
+    model = build_model(config, data).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -216,61 +264,86 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             raise ValueError(f"{out} is not a dinet run (no config.json) — choose another --out")
         saved = json.loads((out / "config.json").read_text())
         defaults = asdict(TrainConfig(fields="", out=""))  # keys older runs did not record
+        free = ("epochs", "device", "bf16")  # may change on resume
         differ = sorted(k for k, v in asdict(config).items()
-                        if k != "epochs" and _plain(saved.get(k, defaults[k])) != _plain(v))
+                        if k not in free and _plain(saved.get(k, defaults[k])) != _plain(v))
         if differ:
             raise ValueError(f"{out} holds a run with other settings ({', '.join(differ)} "
                              f"differ; see {out / 'config.json'}) — resume with the same "
                              "arguments")
         if state_path.exists():
-            state = torch.load(state_path, weights_only=True)
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             first_epoch = int(state["epoch"]) + 1
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1) + "\n")
+    distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
     metrics_path = out / "metrics.jsonl"
-    kept = metrics_path.read_text().splitlines()[:first_epoch] if metrics_path.exists() else []
-    atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1) + "\n")
+        kept = (metrics_path.read_text().splitlines()[:first_epoch] if metrics_path.exists()
+                else [])
+        atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+    # DDP averages the ranks' gradients; the batch norms share their statistics themselves.
+    # No device_ids: the inputs (and their PointSet) are placed here, not scattered by DDP.
+    net = DistributedDataParallel(model) if world > 1 else model
 
     metric_name = "mse" if config.task == "sdf" else "accuracy"
     fixed = {} if config.discretization in RANDOMISED else {
         count: make_points(config.discretization, count, data.dim) for count in config.counts}
     last = {}
     for epoch in range(first_epoch, config.epochs):
-        model.train()
+        net.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
             _derived_seed(config.seed, epoch))).numpy()
         totals = {"loss": 0.0, "metric": 0.0, "count": 0, "seen": 0}
         start = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   unit="step", disable=not progress)
+                   unit="step", disable=not (progress and main))
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             seed = _derived_seed(config.seed, epoch, step)
             count = config.counts[seed % len(config.counts)]
             points = fixed[count] if fixed else make_points(config.discretization, count,
                                                             data.dim, seed=seed)
-            loss, metric, count = _step_loss(config, model, data, idx, points, seed)
+            part = distributed.local_part(len(idx))
+            mine = part.stop - part.start
+            loss, metric, count = _step_loss(config, net, data, idx, points, seed, part,
+                                             device, config.bf16)
+            # DDP averages over the ranks: weigh each rank's mean loss by its share of the
+            # batch, so the average is the gradient of the global batch's mean loss.
+            scaled = loss * (mine * world / len(idx)) if world > 1 else loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaled.backward()
             optimizer.step()
             schedule.step()
-            totals["loss"] += loss.item() * len(idx)
+            totals["loss"] += loss.item() * mine
             totals["metric"] += metric
             totals["count"] += count
-            totals["seen"] += len(idx)
-            rate = totals["seen"] / (time.perf_counter() - start)
-            bar.set_postfix({"loss": f"{totals['loss'] / totals['seen']:.3f}",
-                             metric_name: f"{totals['metric'] / totals['count']:.3f}",
-                             "samples/s": f"{rate:.0f}"})
+            totals["seen"] += mine
+            if main:
+                rate = totals["seen"] * world / (time.perf_counter() - start)
+                bar.set_postfix({"loss": f"{totals['loss'] / max(totals['seen'], 1):.3f}",
+                                 metric_name: f"{totals['metric'] / max(totals['count'], 1):.3f}",
+                                 "samples/s": f"{rate:.0f}"})
+        if world > 1:  # the epoch's figures over the global batches
+            totals = dict(zip(totals, distributed.all_reduce_sums(list(totals.values())),
+                              strict=True))
         last = {"epoch": epoch, "loss": totals["loss"] / totals["seen"],
                 metric_name: totals["metric"] / totals["count"],
                 "lr": schedule.get_last_lr()[0], "steps": steps_per_epoch * (epoch + 1)}
-        model.save(out / "model.pt", extra={"epoch": epoch, "task": config.task})
-        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "epoch": epoch}, state_path)
-        with open(metrics_path, "a") as f:  # a resume keeps one line per finished epoch
-            f.write(json.dumps(last) + "\n")
+        if main:
+            model.save(out / "model.pt", extra={"epoch": epoch, "task": config.task})
+            atomic_torch_save({"model": _on_cpu(model.state_dict()),
+                               "optimizer": optimizer.state_dict(),
+                               "schedule": schedule.state_dict(), "epoch": epoch}, state_path)
+            with open(metrics_path, "a") as f:  # a resume keeps one line per finished epoch
+                f.write(json.dumps(last) + "\n")
+        distributed.barrier()  # the others wait until the epoch's checkpoint is written
     return last
+
+
+def _on_cpu(state: dict) -> dict:
+    """A state dict with its tensors on the CPU (a checkpoint loads on any device)."""
+    return {k: v.detach().cpu() for k, v in state.items()}
