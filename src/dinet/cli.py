@@ -457,8 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--max-2d must be at least 10 and --max-3d at least 12")
             bench_scaling(sizes_2d=tuple(2**k for k in range(10, args.max_2d + 1)),
                           sizes_3d=tuple(2**k for k in range(12, args.max_3d + 1)),
-                          sizes_model=tuple(2**k for k in range(10, min(args.max_2d, 18) + 1,
-                                                                2)),
+                          sizes_model=tuple(2**k for k in range(10, args.max_2d + 1, 2)),
                           channels=args.channels, batch=args.batch, repeats=args.repeats,
                           out=args.out)
         elif args.command == "bench" and args.suite == "all":

@@ -386,3 +386,33 @@ def test_compiled_kernels_use_torchs_thread_count():
         assert numba.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_mlp_kernel_chunked_recompute_equals_whole(monkeypatch):
+    """Above PAIR_CHUNK pairs the MLP basis runs chunk by chunk and is recomputed in backward;
+    values and every gradient must be those of the one-shot evaluation. In float64, since the
+    parameter gradients sum over the pairs in another order (chunk by chunk)."""
+    from dinet.nn import conv as conv_module
+
+    torch.manual_seed(0)
+    conv = DIConv(3, 4, 3, spacing=2 / 12, kernel="mlp", n_basis=5).double()
+    pts = P.sobol(300, 2, seed=0)
+    x = torch.randn(2, 300, 3, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        conv.zero_grad()
+        x.grad = None
+        out = conv(x, pts)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum(
+        ).backward()
+        return out.detach(), x.grad.clone(), [p.grad.clone() for p in conv.parameters()]
+
+    whole = run()
+    assert conv.stencil(pts).n_pairs > 4 * 97
+    monkeypatch.setattr(conv_module, "PAIR_CHUNK", 97)
+    chunked = run()
+    for a, b in zip([chunked[0], chunked[1], *chunked[2]], [whole[0], whole[1], *whole[2]],
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x, pts), whole[0], rtol=1e-10, atol=1e-12)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..neighbors import Stencil
 from ..points import PointSet
@@ -19,6 +20,9 @@ from .kernels import MLPBasis, PairStencil, pair_stencil, spline_stencil, spline
 __all__ = ["DIConv"]
 
 KERNEL_FAMILIES = ("spline", "mlp")
+#: Pairs per chunk above which the ``"mlp"`` basis is evaluated chunk by chunk, and recomputed
+#: in backward rather than stored.
+PAIR_CHUNK = 1 << 16
 
 
 class DIConv(DIModule):
@@ -170,7 +174,17 @@ class DIConv(DIModule):
         """Values of the sparse matrix of the ``"mlp"`` family, w_j φ_m(δ/r) / Π h, in entry
         order (differentiable with respect to the basis MLP)."""
         radius = torch.as_tensor(self.support, device=device, dtype=dtype)
-        phi = self.basis(stencil.pair_tensor("offsets", device, dtype) / radius)  # (P, M)
+        u = stencil.pair_tensor("offsets", device, dtype) / radius
+        if len(u) <= PAIR_CHUNK:
+            phi = self.basis(u)  # (P, M)
+        elif torch.is_grad_enabled():
+            # Keep only the inputs of each chunk for backward and recompute its activations
+            # there: autograd would otherwise hold hidden-width activations for every pair
+            # (hundreds of bytes each: tens of GiB at a million points).
+            phi = torch.cat([checkpoint(self.basis, part, use_reentrant=False)
+                             for part in u.split(PAIR_CHUNK)])
+        else:
+            phi = torch.cat([self.basis(part) for part in u.split(PAIR_CHUNK)])
         scale = stencil.pair_tensor("pair_weights", device, dtype) / math.prod(self.spacing)
         return (phi * scale[:, None]).t().reshape(-1)
 
