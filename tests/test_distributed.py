@@ -12,6 +12,8 @@ import importlib
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +210,26 @@ def test_two_ranks_train_the_same_model_as_one(fields, tmp_path, one_thread):
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-4, msg=name)
     assert not list((tmp_path / "two").glob(".*.tmp"))
+
+
+def test_torchrun_trains_through_the_command_line_as_one_process(fields, tmp_path, one_thread):
+    """The real launcher: `torchrun --standalone --nproc_per_node=2 -m dinet train` finds its
+    rank in the environment, trains with gloo on the CPU and writes what `dinet train` in
+    one process writes (parameters to 1e-4, see above)."""
+    args = ["train", "--fields", str(fields), "--model", "dinet2", "--points", "64",
+            "--batch-size", "6", "--limit", "12", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "dinet", *args, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("epoch 1:") == 1  # rank 0 alone reports
+    a = Classifier.from_checkpoint(tmp_path / "one" / "model.pt").state_dict()
+    b = Classifier.from_checkpoint(tmp_path / "two" / "model.pt").state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-4, msg=name)
 
 
 # --- fitting ---------------------------------------------------------------------------------

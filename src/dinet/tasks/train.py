@@ -335,15 +335,22 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 "lr": schedule.get_last_lr()[0], "steps": steps_per_epoch * (epoch + 1)}
         if main:
             model.save(out / "model.pt", extra={"epoch": epoch, "task": config.task})
-            atomic_torch_save({"model": _on_cpu(model.state_dict()),
-                               "optimizer": optimizer.state_dict(),
-                               "schedule": schedule.state_dict(), "epoch": epoch}, state_path)
+            atomic_torch_save(_on_cpu({"model": model.state_dict(),
+                                       "optimizer": optimizer.state_dict(),
+                                       "schedule": schedule.state_dict(), "epoch": epoch}),
+                              state_path)
             with open(metrics_path, "a") as f:  # a resume keeps one line per finished epoch
                 f.write(json.dumps(last) + "\n")
         distributed.barrier()  # the others wait until the epoch's checkpoint is written
     return last
 
 
-def _on_cpu(state: dict) -> dict:
-    """A state dict with its tensors on the CPU (a checkpoint loads on any device)."""
-    return {k: v.detach().cpu() for k, v in state.items()}
+def _on_cpu(state):
+    """A (nested) state dict with its tensors on the CPU: a checkpoint loads anywhere."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _on_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_cpu(v) for v in state)
+    return state
