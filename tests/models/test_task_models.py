@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import dinet.points as P
+from dinet._io import content_digest
 from dinet.models import (
     PRESETS,
     QUADRATURES,
@@ -180,9 +181,24 @@ def test_bad_checkpoints_raise_helpful_errors_and_stay_untouched(tmp_path):
     text.write_text("hello")
     unchanged(text, DIModel.from_checkpoint, "truncated or corrupted")
 
+    # One flipped bit inside a weight: torch.load returns other numbers without a word; the
+    # recorded content digest catches it.
+    flipped = tmp_path / "flipped.pt"
+    data = bytearray(seg.read_bytes())
+    raw = next(v for v in torch.load(seg, weights_only=True)["state_dict"].values()
+               if v.numel() >= 64 and v.dtype == torch.float32)
+    at = data.find(raw.numpy().tobytes()[:32])
+    assert at > 0
+    data[at + 17] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    torch.load(flipped, weights_only=True)  # loads "fine"
+    unchanged(flipped, load_model, "is damaged.*SHA-256.*restore it from a copy")
+
     old = tmp_path / "old.pt"
     payload = torch.load(seg, weights_only=True)
     payload["format_version"] = 99
+    del payload["sha256"]
+    payload["sha256"] = content_digest(payload)  # as a writer of version 99 records it
     torch.save(payload, old)
     unchanged(old, Segmenter.from_checkpoint, "format version 99")
 

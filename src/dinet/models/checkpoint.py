@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, content_digest
 from ..points import PointSet
 
 __all__ = ["DIModel", "QUADRATURES", "check_quadrature", "load_model", "unweighted"]
@@ -115,8 +115,10 @@ class DIModel(nn.Module):
 
     # --- checkpoints ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write ``{"format", "format_version", "class", "config", "state_dict", "extra"}``
-        to ``path`` atomically (a temporary file in the same folder, then ``os.replace``).
+        """Write ``{"format", "format_version", "class", "config", "state_dict", "extra",
+        "sha256"}`` to ``path`` atomically (a temporary file in the same folder, then
+        ``os.replace``); ``sha256`` is the :func:`~dinet._io.content_digest` of the rest,
+        which loading verifies.
 
         ``extra`` (e.g. training metadata) must hold plain types and tensors only.
         """
@@ -129,6 +131,7 @@ class DIModel(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "extra": extra,
         }
+        payload["sha256"] = content_digest(payload)
         atomic_torch_save(payload, path)
         return path
 
@@ -137,7 +140,8 @@ class DIModel(nn.Module):
         """Rebuild the model saved at ``path`` and load its weights.
 
         Raises ValueError (naming the file and the fix) for a file that is not a dinet
-        model checkpoint, is truncated, was written with another format version, or holds
+        model checkpoint, is truncated or damaged (its recorded SHA-256 does not match), was
+        written with another format version, or holds
         a model of another class than ``cls``.
         """
         payload = read_checkpoint(path, map_location)
@@ -193,6 +197,13 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
             f"{path} is not a dinet model checkpoint (no 'format': '{CHECKPOINT_FORMAT}' "
             "record) — write checkpoints with model.save(path), or load a bare state dict "
             "with model.load_state_dict(torch.load(path))"
+        )
+    recorded = payload.pop("sha256", None)  # absent in files written before it was recorded
+    if recorded is not None and recorded != content_digest(payload):
+        raise ValueError(
+            f"{path} is damaged: its contents do not match the SHA-256 recorded in it (bits "
+            "changed on disk or in transfer) — restore it from a copy, or retrain / save the "
+            "model again"
         )
     payload.setdefault("extra", None)
     return payload
