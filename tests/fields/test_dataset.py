@@ -113,6 +113,13 @@ def test_wrong_version_and_not_a_dataset(tmp_path):
         FieldDataset.open(tmp_path / "empty")
     with pytest.raises(DatasetError, match="not a folder"):
         FieldDataset.open(tmp_path / "missing")
+    # A changed label in an otherwise valid manifest: the recorded digest catches it.
+    data["format_version"] = FORMAT_VERSION
+    good = json.dumps(data)
+    manifest.write_text(good.replace('"labels": [', '"labels": [1', 1))
+    json.loads(manifest.read_text())  # still valid JSON
+    with pytest.raises(DatasetError, match="manifest.json is damaged.*delete it and rerun"):
+        FieldDataset.open(tmp_path / "ds")
     manifest.write_text("{not json")
     with pytest.raises(DatasetError, match="not valid JSON"):
         FieldDataset.open(tmp_path / "ds")

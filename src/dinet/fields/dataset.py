@@ -11,8 +11,9 @@ Every file is written to a temporary name and renamed into place, so a crash lea
 the old file or the new one. Each shard also carries, in its safetensors metadata, the
 digest of the *plan* that produced it (source checksum, architecture, fitting settings,
 shard layout): a rerun keeps the shards whose plan digest and checksum match and fits only
-the others. Loading checks the format version and each shard's SHA-256 before using it; a
-damaged shard raises an error naming the file, and the other shards still load.
+the others. Loading checks the format version, the manifest's own digest, and each shard's
+SHA-256 before using it; a damaged file raises an error naming it and the remedy, and the
+other shards still load.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
-from .._io import atomic_write_bytes
+from .._io import atomic_write_bytes, content_digest
 from ..points import PointSet
 from .models import build_field
 
@@ -137,8 +138,10 @@ def read_shard_entry(folder: str | Path, index: int, plan: str) -> dict | None:
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> Path:
-    """Write ``manifest.json`` atomically (format and version added)."""
+    """Write ``manifest.json`` atomically (format, version and the content digest added)."""
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
+    manifest.pop("sha256", None)
+    manifest["sha256"] = content_digest(json.loads(json.dumps(manifest)))
     path = Path(folder) / MANIFEST
     atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode())
     return path
@@ -185,6 +188,13 @@ class FieldDataset:
                 f"{manifest_path} has format version {manifest.get('format_version')!r}; this "
                 f"dinet reads version {FORMAT_VERSION} — refit the dataset with this version "
                 "(`dinet fit ...`) or use the dinet release that wrote it"
+            )
+        recorded = manifest.pop("sha256", None)  # absent in manifests written before it was
+        if recorded is not None and recorded != content_digest(manifest):
+            raise DatasetError(
+                f"{manifest_path} is damaged (its contents do not match the SHA-256 recorded in "
+                "it) — delete it and rerun `dinet fit` with the same arguments: the intact "
+                "shards are kept and the manifest is rewritten"
             )
         self.manifest = manifest
         self.arch = manifest["arch"]
