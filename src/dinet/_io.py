@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "content_digest"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "content_digest",
+           "read_json"]
 
 
 def _umask() -> int:
@@ -83,3 +85,13 @@ def content_digest(obj) -> str:
 
     walk(obj)
     return h.hexdigest()
+
+
+def read_json(path: str | os.PathLike, remedy: str):
+    """The parsed JSON file at ``path``; a file that is not valid JSON (truncated, edited,
+    another kind of file) raises a ValueError naming it and ``remedy``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}) — {remedy}") from None

@@ -156,6 +156,11 @@ def test_report_assembles_runs(class_fields, tmp_path, capsys):
         report(runs, points=1024)
     with pytest.raises(ValueError, match="dinet eval"):
         report([str(tmp_path)])
+    # A truncated results.json: the error names the file and how to rewrite it.
+    results_json = Path(runs[0]) / "results.json"
+    results_json.write_text(results_json.read_text()[:40])
+    with pytest.raises(ValueError, match=r"results.json is not valid JSON .*rerun `dinet eval"):
+        report(runs)
 
 
 def test_mismatched_data_models_and_runs_are_refused(class_fields, scenes_fields,

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed
 from .. import points as P
-from .._io import atomic_write_text
+from .._io import atomic_write_text, read_json
 from ..models import GridCNNClassifier, GridCNNSegmenter, VoxelCNN3d, load_model
 from ..points import PointSet, values_to_image
 from .data import TaskData, open_task_data
@@ -87,12 +88,26 @@ class _Scorer:
                 "mae": self.sums["ae"] / self.sums["count"]}
 
 
+class _OnDevice:
+    """A model run on ``device`` with CPU tensors in and out: evaluation reads its data and
+    scores on the CPU. Other attributes are the model's."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.device = model.to(device), device
+
+    def __call__(self, x: torch.Tensor, *point_sets: PointSet) -> torch.Tensor:
+        return self.model(x.to(self.device), *point_sets).cpu()
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+
 def _load_run(run: Path) -> tuple[dict, object]:
     """A run's config and model, with errors that say what a run folder holds."""
     if not (run / "model.pt").exists():
         raise ValueError(f"{run} holds no model.pt — pass a run folder written by `dinet train`")
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() \
-        else {}
+    config = read_json(run / "config.json", "restore it, or rerun `dinet train`") if (
+        run / "config.json").exists() else {}
     config.setdefault("task", "classify")
     model = load_model(run / "model.pt")
     extra = getattr(model, "checkpoint_extra", None) or {}
@@ -110,7 +125,7 @@ def _load_run(run: Path) -> tuple[dict, object]:
 @torch.no_grad()
 def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=None,
              batch_size: int = 128, seed: int = 1234, limit: int | None = None,
-             plots: bool = True, examples: int = 4) -> dict:
+             plots: bool = True, examples: int = 4, device: str = "cpu") -> dict:
     """Metrics of the run's model on ``fields`` for every discretization and number of
     points; writes ``results.json``, ``results.md`` and (``plots``) PNG figures into the
     run folder.
@@ -130,6 +145,8 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
         limit: score only the first ``limit`` items.
         plots: write the PNG figures.
         examples: items shown in the segmentation / SDF pictures.
+        device: where the model runs: ``auto`` (CUDA when available), ``cpu`` or ``cuda``;
+            the data are read and scored on the CPU.
     """
     run = Path(run)
     discretizations = tuple(discretizations or ("sobol", "grid", "shrunk", "random",
@@ -143,6 +160,7 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
     baseline = isinstance(model, _BASELINES)
     if baseline:  # a discrete CNN reads the field on its own grid only
         discretizations, points = ("grid",), (model.size ** data.dim,)
+    model = _OnDevice(model, distributed.select_device(device))
     # Every point set up front: an unknown name or impossible count fails before any work.
     point_sets = {(kind, count): make_points(kind, count, data.dim, seed=seed)
                   for kind in discretizations for count in points}
@@ -279,7 +297,7 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
         path = run / "results.json"
         if not path.exists():
             raise ValueError(f"{run} has no results.json — run `dinet eval --run {run}` first")
-        loaded.append(json.loads(path.read_text()))
+        loaded.append(read_json(path, f"rerun `dinet eval --run {run}` to rewrite it"))
     tasks = {r.get("task", "classify") for r in loaded}
     if len(tasks) > 1:
         raise ValueError(f"the runs are of different tasks ({', '.join(sorted(tasks))}); "
