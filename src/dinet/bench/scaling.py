@@ -112,8 +112,9 @@ def _plot(results: list[dict], path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    from ..tasks.plots import _save
+
+    _save(fig, path)  # atomically
     plt.close(fig)
     return path
 
