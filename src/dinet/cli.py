@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, default=None,
                     help="evaluate on the first N items")
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where the model runs (default: auto, CUDA when available)")
 
     dm = commands.add_parser(
         "demo",
@@ -351,7 +353,7 @@ def _eval(args) -> None:
 
     kinds = tuple(k.strip() for k in args.discretizations.split(",") if k.strip())
     results = evaluate(args.run, args.fields, kinds, args.points, limit=args.limit,
-                       plots=not args.no_plots)
+                       plots=not args.no_plots, device=args.device)
     print(results_table(results))
     print(f"written to {args.run}/results.json and results.md"
           + "".join(f", {Path(p).name}" for p in results["plots"]))
