@@ -182,3 +182,30 @@ def test_same_seed_gives_bit_identical_runs(fields, tmp_path, kernel):
     assert a == b and len(a.splitlines()) == 2
     wa, wb = (torch.load(out / "train_state.pt", weights_only=True)["model"] for out in runs)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "foreign", "config"])
+def test_resume_refuses_a_damaged_run_and_touches_nothing(fields, tmp_path, damage):
+    out = tmp_path / "run"
+    train(_config(fields, out, epochs=1), progress=False)
+    state = out / "train_state.pt"
+    if damage == "truncate":
+        state.write_bytes(state.read_bytes()[:300])
+    elif damage == "flip":  # one bit inside a weight: torch.load alone would not notice
+        data = bytearray(state.read_bytes())
+        raw = torch.load(state, weights_only=True)["model"]
+        weight = next(v for v in raw.values() if v.numel() >= 64)
+        at = data.find(weight.numpy().tobytes()[:32])
+        data[at + 9] ^= 0x08
+        state.write_bytes(bytes(data))
+    elif damage == "foreign":
+        torch.save({"model": {}}, state)
+    else:
+        (out / "config.json").write_text('{"task": "class')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    expected = {"truncate": "train_state.pt cannot be read", "flip": "train_state.pt is damaged",
+                "foreign": "train_state.pt is not a dinet-train-state-1 file",
+                "config": "config.json is not valid JSON"}[damage]
+    with pytest.raises(ValueError, match=expected + ".*another --out"):
+        train(_config(fields, out, epochs=2), resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

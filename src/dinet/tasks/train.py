@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import distributed
-from .._io import atomic_torch_save, atomic_write_text
+from .._io import atomic_torch_save, atomic_write_text, content_digest, read_json
 from ..models import (
     PRESETS,
     SEGMENTER_PRESETS,
@@ -54,6 +54,8 @@ MODELS = {
     "segment": ("dinet-unet", *(p for p in SEGMENTER_PRESETS if p != "dinet-unet"), "cnn"),
     "sdf": ("sdfnet", "cnn"),
 }
+#: The ``format`` record of ``train_state.pt`` (optimizer, schedule, epoch, weights).
+STATE_FORMAT = "dinet-train-state-1"
 #: Query points per item and step for the sdf task (fresh scrambled Sobol each step).
 SDF_QUERIES = 2048
 
@@ -262,7 +264,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                              "choose another --out")
         if not (out / "config.json").exists():
             raise ValueError(f"{out} is not a dinet run (no config.json) — choose another --out")
-        saved = json.loads((out / "config.json").read_text())
+        saved = read_json(out / "config.json", "restore it, or start the run again in another "
+                          "--out")
         defaults = asdict(TrainConfig(fields="", out=""))  # keys older runs did not record
         free = ("epochs", "device", "bf16")  # may change on resume
         differ = sorted(k for k, v in asdict(config).items()
@@ -272,7 +275,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                              f"differ; see {out / 'config.json'}) — resume with the same "
                              "arguments")
         if state_path.exists():
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            state = _read_state(state_path)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
@@ -285,6 +288,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         kept = (metrics_path.read_text().splitlines()[:first_epoch] if metrics_path.exists()
                 else [])
         atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+    else:
+        kept = []
     # DDP averages the ranks' gradients; the batch norms share their statistics themselves.
     # No device_ids: the inputs (and their PointSet) are placed here, not scattered by DDP.
     net = DistributedDataParallel(model) if world > 1 else model
@@ -334,15 +339,37 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 metric_name: totals["metric"] / totals["count"],
                 "lr": schedule.get_last_lr()[0], "steps": steps_per_epoch * (epoch + 1)}
         if main:
+            # Every file is replaced atomically; train_state.pt goes last, so a crash
+            # anywhere leaves a run that resumes from the last epoch it fully recorded
+            # (resuming keeps one metrics line per finished epoch).
             model.save(out / "model.pt", extra={"epoch": epoch, "task": config.task})
-            atomic_torch_save(_on_cpu({"model": model.state_dict(),
-                                       "optimizer": optimizer.state_dict(),
-                                       "schedule": schedule.state_dict(), "epoch": epoch}),
-                              state_path)
-            with open(metrics_path, "a") as f:  # a resume keeps one line per finished epoch
-                f.write(json.dumps(last) + "\n")
+            kept.append(json.dumps(last))
+            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+            state = _on_cpu({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "schedule": schedule.state_dict(), "epoch": epoch})
+            atomic_torch_save({**state, "format": STATE_FORMAT,
+                               "sha256": content_digest(state)}, state_path)
         distributed.barrier()  # the others wait until the epoch's checkpoint is written
     return last
+
+
+def _read_state(path: Path) -> dict:
+    """The training state at ``path``, checked: readable, of this format, intact."""
+    remedy = ("restore it from a copy, or start the run again in another --out (model.pt "
+              "holds the last epoch's weights)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupted, or not a torch file
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}) — it is truncated or "
+                         f"damaged; {remedy}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a {STATE_FORMAT} file of this dinet version; {remedy}")
+    recorded = state.pop("sha256", None)
+    state.pop("format")
+    if recorded != content_digest(state):
+        raise ValueError(f"{path} is damaged (its contents do not match the SHA-256 recorded "
+                         f"in it); {remedy}")
+    return state
 
 
 def _on_cpu(state):
