@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
-from dinet.cli import main
+from dinet.cli import build_parser, main
 
 
 def test_help_lists_commands(capsys):
@@ -22,13 +23,67 @@ def test_help_lists_commands(capsys):
      (["bench", "conv", "--sizes", "abc"], "comma-separated"),
      (["bench", "conv", "--batch", "0"], "positive integer"),
      (["bench", "conv", "--kernel-size", "4"], "odd"),
-     (["bench", "nope"], "invalid choice")],
+     (["bench", "nope"], "invalid choice"),
+     (["bench", "conv", "--device", "gpu0"], "torch device such as cpu, cuda or cuda:1"),
+     (["train", "--fields", "f", "--out", "o", "--lr", "-1"], "positive number"),
+     (["train", "--fields", "f", "--out", "o", "--lr", "nan"], "positive number"),
+     (["train", "--fields", "f", "--out", "o", "--weight-decay", "-0.1"], "number >= 0"),
+     (["train", "--fields", "f", "--out", "o", "--base-spacing", "0"], "positive number"),
+     (["train", "--fields", "f", "--out", "o", "--seed", "-3"], "integer >= 0"),
+     (["train", "--fields", "f", "--out", "o", "--task", "detect"],
+      "choose from 'classify', 'segment', 'sdf'"),
+     (["train", "--fields", "f", "--out", "o", "--device", "tpu"],
+      "choose from 'auto', 'cpu', 'cuda'"),
+     (["fit", "--source", "digits", "--out", "o", "--arch", "mlp"],
+      "choose from 'siren', 'fourier'"),
+     (["fit", "--source", "digits", "--out", "o", "--target-psnr", "0"], "positive number"),
+     (["fit", "--source", "digits"], "the following arguments are required: --out"),
+     (["eval", "--run", "r", "--fields", "f", "--points", "0"], "positive integers")],
 )
 def test_bad_flags_exit_non_zero_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code != 0
     assert message in capsys.readouterr().err
+
+
+def _commands(parser, path=()):
+    """Every (sub)command's parser with its argv prefix, depth first."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_command_and_flag_has_help(capsys):
+    parser = build_parser()
+    commands = list(_commands(parser))
+    assert len(commands) >= 12  # bench ×7, fit, train, eval, demo, report, experiment ×2
+    for path, sub in commands:
+        for action in sub._actions:
+            if action.dest != "help" and not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"dinet {' '.join(path)} {action.option_strings} has no help"
+        with pytest.raises(SystemExit) as exit_info:
+            main([*path, "--help"])
+        assert exit_info.value.code == 0
+        assert capsys.readouterr().out.startswith("usage: dinet")
+
+
+def test_field_arch_choices_match_the_library():
+    from dinet.cli import FIELD_ARCH_NAMES
+    from dinet.fields import FIELD_ARCHS
+
+    assert set(FIELD_ARCH_NAMES) == set(FIELD_ARCHS)
+
+
+def test_missing_inputs_are_errors_not_substitutes(tmp_path, capsys):
+    assert main(["fit", "--source", f"npz:{tmp_path / 'no.npz'}", "--out",
+                 str(tmp_path / "ds")]) == 2
+    assert "no file at" in capsys.readouterr().err
+    assert main(["demo", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "d").exists()
 
 
 def test_non_square_size_is_an_error(tmp_path, capsys):

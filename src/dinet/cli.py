@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +30,36 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
+def _float_above(minimum: float, inclusive: bool, what: str):
+    """An argparse type: a finite float > ``minimum`` (>= when ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _float_above(0.0, False, "a positive number")
+_non_negative_float = _float_above(0.0, True, "a number >= 0")
+#: Field architectures (``dinet.fields.FIELD_ARCHS``; a test holds the two equal).
+FIELD_ARCH_NAMES = ("siren", "fourier")
+_DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
+
+
+def _device(text: str) -> str:
+    """An argparse type: a torch device string such as cpu, cuda or cuda:1."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a torch device such as cpu, cuda or cuda:1; got {text!r}")
+    return text
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -49,7 +81,8 @@ def _bench_options(parser: argparse.ArgumentParser, repeats: int, out: str) -> N
     parser.add_argument("--repeats", type=_positive_int, default=repeats,
                         help=f"timed runs after one warm-up; the median is reported "
                         f"(default: {repeats})")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", type=_device, default="cpu",
+                        help="torch device: cpu, cuda, cuda:N (default: cpu)")
     parser.add_argument("--out", default=out, help=f"JSON output path (default: {out})")
 
 
@@ -145,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ball.add_argument("--out-dir", default="benchmarks/results",
                       help="folder of the results (default: benchmarks/results)")
-    ball.add_argument("--device", default="cpu",
-                      help="torch device of the conv and layer suites (default: cpu)")
+    ball.add_argument("--device", type=_device, default="cpu",
+                      help="torch device of the conv and layer suites: cpu, cuda, cuda:N "
+                      "(default: cpu)")
     ball.add_argument("--quick", action="store_true",
                       help="tiny sizes: checks that every suite runs, in seconds")
 
@@ -171,17 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", default=None,
                      help="folder holding the Fashion-MNIST files (default: $DINET_DATA, then "
                      "/usr/share/datasets/fashion-mnist)")
-    fit.add_argument("--arch", default="siren", help="field architecture (default: siren)")
+    fit.add_argument("--arch", default="siren", choices=FIELD_ARCH_NAMES,
+                     help="field architecture (default: siren)")
     fit.add_argument("--width", type=_positive_int, default=None, help="hidden width")
     fit.add_argument("--depth", type=_positive_int, default=None, help="number of layers")
-    fit.add_argument("--omega0", type=float, default=None, help="SIREN frequency ω0")
+    fit.add_argument("--omega0", type=_positive_float, default=None,
+                     help="SIREN frequency ω0")
     fit.add_argument("--max-steps", type=_positive_int, default=None,
                      help="step budget per field")
-    fit.add_argument("--target-psnr", type=float, default=None,
+    fit.add_argument("--target-psnr", type=_positive_float, default=None,
                      help="stop a field once it reaches this PSNR on the grid (dB)")
     fit.add_argument("--shard-size", type=_positive_int, default=256,
                      help="fields per shard file (default: 256)")
-    fit.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
+    fit.add_argument("--seed", type=_non_negative_int, default=0,
+                     help="base seed, an integer >= 0 (default: 0)")
     fit.epilog = ("Under torchrun (torchrun --nproc_per_node=K -m dinet fit ...) rank r fits the "
                   "shards k with k % K == r and rank 0 writes the manifest.")
 
@@ -212,18 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=_positive_int, default=1, help="epochs (default: 1)")
     tr.add_argument("--batch-size", type=_positive_int, default=64,
                     help="fields per step (default: 64)")
-    tr.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (1e-3)")
-    tr.add_argument("--weight-decay", type=float, default=1e-3, help="AdamW weight decay")
+    tr.add_argument("--lr", type=_positive_float, default=1e-3,
+                    help="AdamW learning rate (1e-3)")
+    tr.add_argument("--weight-decay", type=_non_negative_float, default=1e-3,
+                    help="AdamW weight decay (1e-3)")
     tr.add_argument("--quadrature", default="weights", choices=["weights", "none"],
                     help="'none' drops the quadrature weights (the paper's plain sums)")
     tr.add_argument("--kernel", default="spline", choices=["spline", "mlp"],
                     help="convolution kernel family (default: spline)")
-    tr.add_argument("--base-spacing", type=float, default=None,
+    tr.add_argument("--base-spacing", type=_positive_float, default=None,
                     help="finest kernel lattice step in domain units (default: 2 / image size)")
     tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
     tr.add_argument("--limit", type=_positive_int, default=None,
                     help="train on the first N fields")
-    tr.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    tr.add_argument("--seed", type=_non_negative_int, default=0,
+                    help="seed, an integer >= 0 (default: 0)")
     tr.add_argument("--out", required=True, help="run folder")
     tr.add_argument("--resume", action="store_true",
                     help="continue the run in --out from its last finished epoch")
@@ -321,14 +361,16 @@ def _experiment_parser(commands) -> None:
                     help="comma-separated point counts of the Sobol, shrunk and jittered test "
                     "sets, perfect squares; the first is also the fine-tuning count "
                     "(default: 4096,1024)")
-    fc.add_argument("--lr", type=float, default=3e-3, help="CNN AdamW learning rate (3e-3)")
-    fc.add_argument("--finetune-lr", type=float, default=3e-4,
+    fc.add_argument("--lr", type=_positive_float, default=3e-3,
+                    help="CNN AdamW learning rate (3e-3)")
+    fc.add_argument("--finetune-lr", type=_positive_float, default=3e-4,
                     help="fine-tuning AdamW learning rate (3e-4)")
     fc.add_argument("--limit", type=_positive_int, default=None,
                     help="use the first N training images and fields")
     fc.add_argument("--test-limit", type=_positive_int, default=None,
                     help="test on the first N test fields")
-    fc.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    fc.add_argument("--seed", type=_non_negative_int, default=0,
+                    help="seed, an integer >= 0 (default: 0)")
     fc.add_argument("--out", default="runs/from-cnn",
                     help="output folder (default: runs/from-cnn)")
 

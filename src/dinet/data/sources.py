@@ -67,6 +67,9 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
         ValueError: a missing ``images`` array or a bad array, naming the file.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no file at {path} — pass npz:FILE with an existing .npz archive "
+                         "holding an 'images' array (and optionally 'labels')")
     with np.load(path, allow_pickle=False) as archive:
         if "images" not in archive.files:
             raise ValueError(

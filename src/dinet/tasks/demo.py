@@ -27,6 +27,8 @@ def _source(data_dir) -> str:
         load_fashion_mnist("test", data_dir=data_dir, limit=1)
         return "fashion-mnist"
     except (FileNotFoundError, ValueError) as err:
+        if data_dir is not None:  # asked for explicitly: no silent substitute
+            raise ValueError(f"--data {data_dir}: {str(err).splitlines()[0]}") from None
         print(f"notice: Fashion-MNIST is not available ({str(err).splitlines()[0]}); the demo "
               "uses scikit-learn's 8x8 digits instead (install it with `apt-get install "
               "dataset-fashion-mnist`, or run `make setup` as root)")
