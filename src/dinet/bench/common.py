@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write_text
+from .._memory import available_memory
 
 __all__ = [
     "available_memory",
@@ -87,22 +88,6 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
     if base is None or peak is None:
         return None
     return max(peak - base, 0) * 1024
-
-
-def available_memory() -> int:
-    """Bytes of memory available to new allocations (``MemAvailable``; total RAM of the
-    machine as a fallback where ``/proc/meminfo`` does not exist)."""
-    kib = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    kib = int(line.split()[1])
-    except OSError:
-        pass
-    if kib is not None:
-        return kib * 1024
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict:

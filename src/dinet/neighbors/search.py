@@ -13,6 +13,8 @@ from itertools import product
 
 import numpy as np
 
+from .budget import check_stencil_budget, search_bytes_per_pair
+
 __all__ = ["CellLayout", "Neighbors", "box_neighbors", "ball_neighbors"]
 
 
@@ -108,6 +110,8 @@ def _neighbors(x_out, y_in, half_widths, metric: str) -> Neighbors:
     r = np.broadcast_to(np.asarray(half_widths, dtype=np.float64), (d,)).copy()
     if not np.all(np.isfinite(r)) or np.any(r <= 0):
         raise ValueError(f"support half-widths must be positive and finite; got {r.tolist()}")
+    check_stencil_budget(f"{metric} neighbour search", x, y, r, search_bytes_per_pair(d),
+                         64.0 * (len(x) + len(y)), hint="pass smaller half-widths")
     cells = CellLayout.for_search(x, y, r)
     r_scan = cells.radius
     lo, cell, ncell, strides = cells.lo, cells.cell, cells.ncell, cells.strides

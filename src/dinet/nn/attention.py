@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neighbors import box_neighbors, stencil_cache
+from ..neighbors import box_neighbors, check_stencil_budget, stencil_cache
+from ..neighbors.budget import search_bytes_per_pair
 from ..points import PointSet
 from .base import DIModule, check_points, check_values
 
@@ -108,6 +109,11 @@ class _Pairs:
 
 def _box_pairs(points_in: PointSet, points_out: PointSet, half_widths) -> _Pairs:
     def build() -> _Pairs:
+        check_stencil_budget(
+            "DIAttention neighbour pairs", points_out.coords, points_in.coords, half_widths,
+            search_bytes_per_pair(points_in.dim) + 8, 64.0 * (len(points_in) + len(points_out)),
+            hint="pass a smaller support= (or support=None: global attention keeps no pairs)",
+        )
         nb = box_neighbors(points_out.coords, points_in.coords, half_widths)
         return _Pairs(nb.indptr, torch.from_numpy(nb.rows), torch.from_numpy(nb.cols))
 

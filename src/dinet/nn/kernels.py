@@ -12,12 +12,20 @@ from torch import nn
 
 from .. import _compiled
 from ..neighbors import Stencil, ball_neighbors, box_neighbors, stencil_cache
+from ..neighbors.budget import (
+    check_stencil_budget,
+    lattice_aligned,
+    search_bytes_per_pair,
+    spline_taps_per_pair,
+)
 from ..neighbors.search import CellLayout
 from ..points import PointSet
 
 __all__ = [
     "MLPBasis",
     "PairStencil",
+    "check_pair_budget",
+    "check_spline_budget",
     "pair_stencil",
     "spline_basis",
     "spline_stencil",
@@ -30,6 +38,16 @@ __all__ = [
 # exactly (values exactly 1 and 0), which is what makes conversion from conv2d exact and
 # keeps near-zero entries out of the sparse matrix.
 _SNAP = 4.0 * 2.0**-24
+
+# Bytes per non-zero of a spline stencil over its life: CSR column and value (16), the
+# transpose that backward builds (column and permutation, 16) and the float32 value tensor.
+_SPLINE_BYTES_PER_NNZ = 40
+# Bytes per point of a build that do not scale with the pairs: float64 coordinates in sorted
+# order, the permutations and cell keys.
+_BYTES_PER_POINT = 64
+_SPLINE_HINT = ("a smaller spacing or kernel_size (the half-widths are "
+                "((kernel_size − 1)/2 · dilation + 1) · spacing)")
+_PAIR_HINT = "a smaller spacing or kernel_size"
 
 
 def spline_support(kernel_size, spacing, dilation) -> np.ndarray:
@@ -166,6 +184,7 @@ def pair_stencil(points_in: PointSet, points_out: PointSet, radius, n_basis: int
     key = ("pairs", metric, points_in.digest, points_out.digest, radius, int(n_basis))
 
     def build():
+        check_pair_budget(points_in, points_out, radius, n_basis)
         x, y, in_order, out_order, _, _ = _ordered_coords(points_in, points_out, radius)
         search = box_neighbors if metric == "box" else ball_neighbors
         neighbors = search(x, y, radius)
@@ -173,6 +192,45 @@ def pair_stencil(points_in: PointSet, points_out: PointSet, radius, n_basis: int
         return PairStencil(neighbors, len(y), n_basis, in_order, out_order, weights)
 
     return stencil_cache.get_or_build(key, build)
+
+
+def check_pair_budget(points_in: PointSet, points_out: PointSet, radius, n_basis: int,
+                      what: str = "pair stencil") -> float:
+    """Refuse (:class:`~dinet.neighbors.StencilTooLarge`) a :class:`PairStencil` whose
+    estimated memory exceeds the budget; return the estimate in bytes.
+
+    Per pair: the offsets, weight, row and column (in both orders), the column repeated for
+    every basis function, and what a learned kernel adds per entry when it runs (the
+    transpose, float32 values, the basis outputs and their gradient).
+    """
+    d, n_basis = points_in.dim, int(n_basis)
+    per_pair = 48 + 8 * d + 36 * n_basis + search_bytes_per_pair(d)
+    fixed = 8 * n_basis * len(points_out) + _BYTES_PER_POINT * (len(points_in) + len(points_out))
+    return check_stencil_budget(what, points_out.coords, points_in.coords, radius, per_pair,
+                                fixed, entries_per_pair=n_basis, hint=_PAIR_HINT)
+
+
+def check_spline_budget(points_in: PointSet, points_out: PointSet, kernel_size, spacing,
+                        dilation, compiled: bool = True) -> float:
+    """Refuse (:class:`~dinet.neighbors.StencilTooLarge`) a spline stencil whose estimated
+    memory exceeds the budget; return the estimate in bytes.
+
+    Non-zeros ≈ pairs × the hats a pair touches (:func:`spline_taps_per_pair`, at most 2^d);
+    the numpy build also holds the neighbour search and 2^d candidate entries per pair.
+    """
+    d, n_basis = points_in.dim, int(np.prod(kernel_size))
+    taps = spline_taps_per_pair(kernel_size, dilation,
+                                lattice_aligned(points_in, points_out, spacing))
+    per_pair = taps * _SPLINE_BYTES_PER_NNZ
+    if not compiled:
+        per_pair += search_bytes_per_pair(d) + 40 * 2**d
+    # Row pointers and per-row counts of the (basis, output) rows, and the per-point arrays.
+    fixed = 24 * n_basis * len(points_out) + _BYTES_PER_POINT * (len(points_in) + len(points_out))
+    return check_stencil_budget(
+        "DIConv spline stencil", points_out.coords, points_in.coords,
+        spline_support(kernel_size, spacing, dilation), per_pair, fixed,
+        entries_per_pair=taps, hint=_SPLINE_HINT,
+    )
 
 
 class MLPBasis(nn.Module):
@@ -207,13 +265,14 @@ def _build_spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size
                           dilation, compiled: bool | None = None) -> Stencil:
     """Build the stencil; ``compiled=None`` uses the numba kernel when it is available,
     ``False`` forces the numpy path (the reference the compiled one is tested against)."""
+    if compiled is None:
+        compiled = _compiled.AVAILABLE
+    check_spline_budget(points_in, points_out, kernel_size, spacing, dilation, compiled)
     radius = spline_support(kernel_size, spacing, dilation)
     x, y, in_order, out_order, layout, in_keys = _ordered_coords(points_in, points_out, radius)
     # Quadrature weight of the input point, and the 1/h^d that makes W_b a conv2d weight.
     weights = points_in.weights.double().cpu().numpy()[in_order] / float(np.prod(spacing))
     n_out, n_basis = len(x), int(np.prod(kernel_size))
-    if compiled is None:
-        compiled = _compiled.AVAILABLE
     if compiled:
         indptr, indices, values = _compiled.spline_stencil_csr(
             x, y, in_keys, weights, layout, kernel_size, spacing, dilation, _SNAP,

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..neighbors import Stencil, box_neighbors, stencil_cache
+from ..neighbors import Stencil, box_neighbors, check_stencil_budget, stencil_cache
+from ..neighbors.budget import search_bytes_per_pair
 from ..points import PointSet
 from .base import DIModule, check_points, check_values, per_axis
 from .functional import sparse_matmul
@@ -86,6 +87,13 @@ class Resample(DIModule):
         y = points_in.coords.double().cpu().numpy()
         x = points_out.coords.double().cpu().numpy()
         if self.method == "linear":
+            # Per pair: the search, the hat weights and fitted coefficients (copies of rows,
+            # columns and offsets along the way), then the matrix and its transpose.
+            check_stencil_budget(
+                "Resample('linear') matrix", points_out.coords, points_in.coords, self.support,
+                search_bytes_per_pair(self.dim) + 100 + 8 * self.dim,
+                64.0 * (len(x) + len(y)), hint="pass a smaller support=",
+            )
             rows, cols, values = _mls_linear(x, y, points_in.weights.double().cpu().numpy(),
                                              np.asarray(self.support))
         else:
