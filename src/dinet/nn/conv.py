@@ -15,7 +15,14 @@ from ._gridconv import grid_conv, grid_plan
 from ._lattice import window_output_points
 from .base import DIModule, check_points, check_values, per_axis
 from .functional import stencil_conv
-from .kernels import MLPBasis, PairStencil, pair_stencil, spline_stencil, spline_support
+from .kernels import (
+    MLPBasis,
+    PairStencil,
+    check_kernel_scale,
+    pair_stencil,
+    spline_stencil,
+    spline_support,
+)
 
 __all__ = ["DIConv"]
 
@@ -166,6 +173,7 @@ class DIConv(DIModule):
         check_points(points_in, self.dim, "points_in")
         points_out = self.output_points(points_in) if points_out is None else points_out
         check_points(points_out, self.dim, "points_out")
+        check_kernel_scale(points_in, math.prod(self.spacing), "DIConv")
         if self.kernel == "mlp":
             return pair_stencil(points_in, points_out, self.support, self.n_basis)
         return spline_stencil(points_in, points_out, self.kernel_size, self.spacing, self.dilation)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import _compiled
-from ..neighbors import Stencil, ball_neighbors, box_neighbors, stencil_cache
+from ..neighbors import Stencil, StencilCache, ball_neighbors, box_neighbors, stencil_cache
 from ..neighbors.budget import (
     check_stencil_budget,
     lattice_aligned,
@@ -24,6 +24,7 @@ from ..points import PointSet
 __all__ = [
     "MLPBasis",
     "PairStencil",
+    "check_kernel_scale",
     "check_pair_budget",
     "check_spline_budget",
     "pair_stencil",
@@ -48,6 +49,14 @@ _BYTES_PER_POINT = 64
 _SPLINE_HINT = ("a smaller spacing or kernel_size (the half-widths are "
                 "((kernel_size − 1)/2 · dilation + 1) · spacing)")
 _PAIR_HINT = "a smaller spacing or kernel_size"
+#: Largest ratio of an input point's quadrature weight to a kernel's cell volume Π h_k. Near
+#: 1 when the kernel is as fine as the points; a model run on points 100x sparser than it was
+#: built for (per axis, in 3-D) reaches 10^6. Beyond, every output sees only itself, scaled
+#: by that ratio, and a few layers overflow float32.
+MAX_WEIGHT_RATIO = 1e6
+# (point set, cell volume) pairs already checked against MAX_WEIGHT_RATIO: a dictionary
+# look-up per call instead of a reduction over the weights (and a device sync).
+_scale_checks = StencilCache(maxsize=256)
 
 
 def spline_support(kernel_size, spacing, dilation) -> np.ndarray:
@@ -192,6 +201,28 @@ def pair_stencil(points_in: PointSet, points_out: PointSet, radius, n_basis: int
         return PairStencil(neighbors, len(y), n_basis, in_order, out_order, weights)
 
     return stencil_cache.get_or_build(key, build)
+
+
+def check_kernel_scale(points_in: PointSet, cell_volume: float, layer: str,
+                       what: str = "spacing") -> None:
+    """Refuse (``ValueError``) a kernel whose cell volume Π h is so much smaller than the
+    input points' quadrature weights that its quadrature is meaningless (see
+    ``MAX_WEIGHT_RATIO``). Checked once per (point set, cell volume)."""
+    def check() -> bool:
+        w_max = float(points_in.weights.max())
+        ratio = w_max / cell_volume if cell_volume > 0 else float("inf")
+        if not ratio <= MAX_WEIGHT_RATIO:
+            d = points_in.dim
+            raise ValueError(
+                f"{layer}: the {what} is far finer than the input points — their quadrature "
+                f"weights (up to {w_max:.3g}) are {ratio:.3g}x the kernel cell volume "
+                f"{cell_volume:.3g} (limit {MAX_WEIGHT_RATIO:g}), so each output would see "
+                f"about one input point scaled by that factor. Use a {what} near the point "
+                f"spacing (about {w_max ** (1 / d):.3g} per axis here) or many more points"
+            )
+        return True
+
+    _scale_checks.get_or_build((points_in.digest, float(cell_volume)), check)
 
 
 def check_pair_budget(points_in: PointSet, points_out: PointSet, radius, n_basis: int,

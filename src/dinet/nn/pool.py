@@ -16,7 +16,7 @@ from ..points import PointSet
 from ._lattice import window_output_points
 from .base import DIModule, check_points, check_values, per_axis
 from .functional import sparse_matmul
-from .kernels import PairStencil, pair_stencil
+from .kernels import MAX_WEIGHT_RATIO, PairStencil, pair_stencil
 
 __all__ = ["DIAvgPool", "DIMaxPool", "GlobalAvgPool", "GlobalMaxPool"]
 
@@ -118,6 +118,13 @@ class DIAvgPool(_BoxPool):
         w = pairs.pair_weights
         if self.count_include_pad:
             denom = math.prod(k * h for k, h in zip(self.kernel_size, self.spacing, strict=True))
+            if len(w) and not w.max() <= MAX_WEIGHT_RATIO * denom:
+                raise ValueError(
+                    f"DIAvgPool(count_include_pad=True): the box volume {denom:.3g} is far "
+                    f"smaller than the input points' quadrature weights (up to {w.max():.3g}), "
+                    "so the average would scale single points by their ratio — use a larger "
+                    "kernel_size or spacing, more points, or count_include_pad=False"
+                )
             values = w / denom
         else:
             row_total = np.bincount(pairs.pair_rows, weights=w, minlength=pairs.n_out)

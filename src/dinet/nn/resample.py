@@ -104,7 +104,10 @@ class Resample(DIModule):
                 values = np.ones_like(dist)
             else:
                 hit = dist <= 1e-12
-                inv = 1.0 / np.maximum(dist, 1e-300) ** self.power
+                # (d_min / d)^p ∝ 1 / d^p lies in [0, 1]: 1 / d^p itself overflows to inf
+                # (and inf / inf is NaN) for small distances or a large power.
+                nearest = np.maximum(dist[:, :1], 1e-12)
+                inv = (nearest / np.maximum(dist, 1e-12)) ** self.power
                 inv = np.where(hit.any(axis=1, keepdims=True), hit.astype(float), inv)
                 values = inv / inv.sum(axis=1, keepdims=True)
             rows, cols, values = np.repeat(np.arange(len(x)), k), idx.reshape(-1), values.ravel()
