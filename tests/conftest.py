@@ -25,6 +25,6 @@ def one_thread():
 # Tests that pin max_examples themselves keep their own count.
 _FUZZ_SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow,
                                                               HealthCheck.data_too_large]}
-settings.register_profile("ci", max_examples=40, **_FUZZ_SETTINGS)
+settings.register_profile("ci", max_examples=200, **_FUZZ_SETTINGS)
 settings.register_profile("long", max_examples=2000, **_FUZZ_SETTINGS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -99,5 +99,8 @@ def knn_weights(coords, k: int = 8) -> torch.Tensor:
         radius = np.maximum(radius, floor)[:, None]
         extent = np.minimum(c + radius, 1.0) - np.maximum(c - radius, -1.0)
         weights = np.prod(extent, axis=1) / k
+    # A cluster narrower than ~1e-13 (3-D) has volumes below float32's range: keep every
+    # weight a positive normal float32 (such a cluster is then weighted uniformly).
+    weights = np.maximum(weights, np.finfo(np.float32).tiny)
     out = torch.as_tensor(weights, dtype=torch.float32)
     return out.to(coords.device) if tensor_in else out
