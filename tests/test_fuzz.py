@@ -189,11 +189,12 @@ def test_generated_point_sets_have_positive_weights(points):
 @given(points=point_sets(), kernel=st.sampled_from((1, 2, 3, 5)), h=spacings,
        stride=st.sampled_from((1, 2, 3)), dilation=st.sampled_from((1, 2)),
        groups=st.sampled_from((1, 2)), dtype=st.sampled_from((torch.float32, torch.float64)),
-       seed=st.integers(0, 99))
-def test_conv_spline(points, kernel, h, stride, dilation, groups, dtype, seed):
+       fast=st.sampled_from((None, True)), seed=st.integers(0, 99))
+def test_conv_spline(points, kernel, h, stride, dilation, groups, dtype, fast, seed):
+    """Sparse stencils, and the grid fast path (F.conv on the rasterised kernel) on grids."""
     d = points.dim
     layer = DIConv(2, 4, kernel, spacing=per_axis(h, d), dim=d, stride=stride,
-                   dilation=dilation, groups=groups).to(dtype)
+                   dilation=dilation, groups=groups, grid_fast_path=fast).to(dtype)
     check_layer(layer, values(points, 2, seed, dtype=dtype), points,
                 shape=(2, out_len(layer, points), 4))
 
