@@ -80,6 +80,13 @@ class DIConv(DIModule):
             stencil product measured as fast as conv2d plus the two reorderings the fast
             path needs; ``True``: wherever it applies; ``False``: never.
 
+    Raises:
+        ValueError: for invalid arguments; at the first call on a point set, when the kernel
+            cell Π h_k is over 10^6 times finer than the input points' quadrature weights
+            (the quadrature cannot resolve it), or when the stencil's estimated memory
+            exceeds the budget (:class:`~dinet.neighbors.StencilTooLarge`, see
+            :func:`~dinet.neighbors.set_memory_budget`).
+
     Shapes:
         - x: ``(B, N_in, C_in)``
         - points_in: ``PointSet(N_in)``, points_out: ``PointSet(N_out)`` (default points_in)

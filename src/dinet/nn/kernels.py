@@ -215,7 +215,7 @@ def check_kernel_scale(points_in: PointSet, cell_volume: float, layer: str,
             d = points_in.dim
             raise ValueError(
                 f"{layer}: the {what} is far finer than the input points — their quadrature "
-                f"weights (up to {w_max:.3g}) are {ratio:.3g}x the kernel cell volume "
+                f"weights (up to {w_max:.3g}) are {ratio:.3g} times the kernel cell volume "
                 f"{cell_volume:.3g} (limit {MAX_WEIGHT_RATIO:g}), so each output would see "
                 f"about one input point scaled by that factor. Use a {what} near the point "
                 f"spacing (about {w_max ** (1 / d):.3g} per axis here) or many more points"
