@@ -367,9 +367,6 @@ def test_regression_knn_weights_of_a_tiny_cluster_stay_positive():
         assert (points.prefix(10).weights > 0).all()
 
 
-@pytest.mark.xfail(strict=True, reason="norm.py: the unbiased correction n / (n - 1) of the "
-                   "running variance divides by zero when a batch's effective sample size is 1 "
-                   "(fix pending in src/dinet/nn/norm.py; then drop this mark)")
 def test_regression_batch_norm_running_var_with_one_dominant_weight():
     """One sample whose weight sits on one point (weights 1 and 1e-30) has Kish effective
     sample size exactly 1.0 in float64: n / (n − 1) = inf made running_var inf (NaN for a

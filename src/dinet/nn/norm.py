@@ -269,7 +269,9 @@ class DIBatchNorm(_PointNorm):
                 else:
                     factor = self.momentum
                 n = batch * effective_sample_size(points_in).to(x.device)
-                unbiased = var.reshape(-1) * (n / (n - 1)).to(var.dtype)
+                # n / (n − 1), bounded where the effective sample size nears 1 (one weight
+                # dominating a batch of one): equal for n ≥ 2, and never inf.
+                unbiased = var.reshape(-1) * (n / (n - 1).clamp(min=1.0)).to(var.dtype)
                 self.running_mean.lerp_(mean.reshape(-1).to(self.running_mean.dtype), factor)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
         return self._normalise(x, centred, var)
