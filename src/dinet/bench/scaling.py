@@ -26,9 +26,10 @@ import torch
 from tqdm import tqdm
 
 from .. import points as P
-from ..neighbors import stencil_cache
+from ..neighbors import set_memory_budget, stencil_cache
 from ..nn import DIConv
 from .common import (
+    available_memory,
     machine_info,
     markdown_table,
     median_time,
@@ -132,15 +133,22 @@ def bench_scaling(
     cases = ([("conv", n, 2) for n in sizes_2d] + [("conv", n, 3) for n in sizes_3d]
              + [("model", n, 2) for n in sizes_model])
     results = []
-    for kind, n, dim in tqdm(cases, desc="bench scaling", unit="case"):
-        if kind == "conv":
-            results.append(_conv_case(n, dim, channels, batch, repeats))
-        else:
-            results.append(_classifier_case(n, batch, repeats))
-        # Rows so far, so that a case that runs out of memory loses only itself.
-        write_results(out, {"benchmark": "scaling", "complete": False, "results": results})
-        gc.collect()
-        release_free_heap()
+    # A stress test: a stencil may take up to 90% of the memory available when the run starts
+    # (the library's default budget is half of it, which refuses the classifier at 2^20).
+    available = available_memory()
+    previous = set_memory_budget(None if available is None else int(0.9 * available))
+    try:
+        for kind, n, dim in tqdm(cases, desc="bench scaling", unit="case"):
+            if kind == "conv":
+                results.append(_conv_case(n, dim, channels, batch, repeats))
+            else:
+                results.append(_classifier_case(n, batch, repeats))
+            # Rows so far, so that a case that runs out of memory loses only itself.
+            write_results(out, {"benchmark": "scaling", "complete": False, "results": results})
+            gc.collect()
+            release_free_heap()
+    finally:
+        set_memory_budget(previous)
     flat = {}
     for workload in dict.fromkeys(r["workload"] for r in results):
         per_point = [r["s_per_point"] for r in results
