@@ -3,9 +3,10 @@
 - ``fit``: fields per second of :func:`dinet.fields.fit_fields` with the default recipe on
   Fashion-MNIST images (scikit-learn digits when Fashion-MNIST is not installed).
 - ``train-step``: one training step of the default classifier (``dinet-res``) at 1,024
-  points, batch 64, split into its parts — reading the batch's fields at the points, building
-  the stencils of a fresh Sobol draw, forward, backward + AdamW — with the epoch time on
-  60,000 fields this implies, and the share of a step that re-drawing the points costs.
+  points, batch 64, on fixed points and on a fresh Sobol draw per step (as training draws
+  them), its parts — reading the batch's fields at the points, forward, backward + AdamW —
+  the epoch time on 60,000 fields this implies, and the share of a step that re-drawing the
+  points (and building what depends on them) costs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import torch
 from tqdm import tqdm
 
 from ..data.sources import load_source
-from ..neighbors import stencil_cache
 from .common import machine_info, markdown_table, write_results
 
 __all__ = ["bench_fit", "bench_train_step"]
@@ -113,23 +113,25 @@ def bench_train_step(points: int = 1024, batch: int = 64, steps: int = 10,
                 parts["backward"].append(t3 - t2)
 
         step(fixed, False)  # warm-up: compiled kernels, the fixed set's stencils
-        fixed_s = []
-        for _ in tqdm(range(steps), desc="train-step (fixed points)", unit="step"):
+        step(make_points("sobol", points, data.dim, seed=999), False)
+        # Fixed-point and fresh-draw steps alternate, so that drift in the machine's speed
+        # hits both alike. A fresh step draws its points and builds the stencils that depend
+        # on them — timed as a one-item no-grad forward, an upper bound — before the step, as
+        # training does; the stencils between the model's fixed lattices stay cached.
+        fixed_s, fresh_s = [], []
+        for s in tqdm(range(steps), desc="train-step (fixed, fresh)", unit="pair"):
             start = time.perf_counter()
-            step(fixed, False)
+            step(fixed, True)
             fixed_s.append(time.perf_counter() - start)
-        fresh_s = []
-        for s in tqdm(range(steps), desc="train-step (fresh draws)", unit="step"):
             start = time.perf_counter()
             pts = make_points("sobol", points, data.dim, seed=1000 + s)
             t_draw = time.perf_counter()
-            stencil_cache.clear()
             model.eval()
-            with torch.no_grad():  # builds every layer's stencils for the new points
+            with torch.no_grad():
                 model(torch.zeros(1, points, data.in_channels), pts)
             model.train()
             t_stencils = time.perf_counter()
-            step(pts, True)
+            step(pts, False)
             fresh_s.append(time.perf_counter() - start)
             parts["draw"].append(t_draw - start)
             parts["stencils"].append(t_stencils - t_draw)
@@ -152,7 +154,8 @@ def bench_train_step(points: int = 1024, batch: int = 64, steps: int = 10,
     )
     return _report({"benchmark": "train-step",
                     "what": f"one training step of {config.model}, {points} scrambled Sobol "
-                            f"points, batch {batch}; medians of {steps} steps (the fresh-draw "
-                            "step includes drawing the points and building their stencils, "
-                            "as training does)",
+                            f"points, batch {batch}; medians of {steps} steps on fixed points and "
+                            f"{steps} on fresh draws, alternating (a fresh step draws its "
+                            "points and builds the stencils that depend on them, as training "
+                            "does; forward and backward are timed on the fixed-point steps)",
                     "machine": machine_info(), "results": [row], "markdown": table}, out)
