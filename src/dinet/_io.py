@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "content_digest",
-           "read_json"]
+           "pop_verified_digest", "read_json", "save_with_digest"]
 
 
 def _umask() -> int:
@@ -95,3 +95,20 @@ def read_json(path: str | os.PathLike, remedy: str):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}) — {remedy}") from None
+
+
+def save_with_digest(payload: dict, path: str | os.PathLike) -> Path:
+    """``atomic_torch_save`` of ``payload`` plus its :func:`content_digest` under ``"sha256"``
+    (:func:`pop_verified_digest` checks it after loading)."""
+    return atomic_torch_save({**payload, "sha256": content_digest(payload)}, path)
+
+
+def pop_verified_digest(payload: dict, path: str | os.PathLike, remedy: str) -> dict:
+    """Remove ``payload["sha256"]`` and check it against the rest (a file written before
+    digests were recorded has none and passes); a mismatch raises a ValueError naming the
+    file and ``remedy``."""
+    recorded = payload.pop("sha256", None)
+    if recorded is not None and recorded != content_digest(payload):
+        raise ValueError(f"{path} is damaged: its contents do not match the SHA-256 recorded "
+                         f"in it (bits changed on disk or in transfer) — {remedy}")
+    return payload

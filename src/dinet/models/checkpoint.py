@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_torch_save, content_digest
+from .._io import pop_verified_digest, save_with_digest
 from ..points import PointSet
 
 __all__ = ["DIModel", "QUADRATURES", "check_quadrature", "load_model", "unweighted"]
@@ -131,8 +131,7 @@ class DIModel(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "extra": extra,
         }
-        payload["sha256"] = content_digest(payload)
-        atomic_torch_save(payload, path)
+        save_with_digest(payload, path)
         return path
 
     @classmethod
@@ -198,13 +197,8 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
             "record) — write checkpoints with model.save(path), or load a bare state dict "
             "with model.load_state_dict(torch.load(path))"
         )
-    recorded = payload.pop("sha256", None)  # absent in files written before it was recorded
-    if recorded is not None and recorded != content_digest(payload):
-        raise ValueError(
-            f"{path} is damaged: its contents do not match the SHA-256 recorded in it (bits "
-            "changed on disk or in transfer) — restore it from a copy, or retrain / save the "
-            "model again"
-        )
+    pop_verified_digest(payload, path, "restore it from a copy, or retrain / save the model "
+                        "again")
     payload.setdefault("extra", None)
     return payload
 

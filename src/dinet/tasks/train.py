@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import distributed
-from .._io import atomic_torch_save, atomic_write_text, content_digest, read_json
+from .._io import atomic_write_text, pop_verified_digest, read_json, save_with_digest
 from ..models import (
     PRESETS,
     SEGMENTER_PRESETS,
@@ -345,10 +345,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             model.save(out / "model.pt", extra={"epoch": epoch, "task": config.task})
             kept.append(json.dumps(last))
             atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
-            state = _on_cpu({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "schedule": schedule.state_dict(), "epoch": epoch})
-            atomic_torch_save({**state, "format": STATE_FORMAT,
-                               "sha256": content_digest(state)}, state_path)
+            save_with_digest(_on_cpu({"format": STATE_FORMAT, "model": model.state_dict(),
+                                      "optimizer": optimizer.state_dict(),
+                                      "schedule": schedule.state_dict(), "epoch": epoch}),
+                             state_path)
         distributed.barrier()  # the others wait until the epoch's checkpoint is written
     return last
 
@@ -364,12 +364,7 @@ def _read_state(path: Path) -> dict:
                          f"damaged; {remedy}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not a {STATE_FORMAT} file of this dinet version; {remedy}")
-    recorded = state.pop("sha256", None)
-    state.pop("format")
-    if recorded != content_digest(state):
-        raise ValueError(f"{path} is damaged (its contents do not match the SHA-256 recorded "
-                         f"in it); {remedy}")
-    return state
+    return pop_verified_digest(state, path, remedy)
 
 
 def _on_cpu(state):
