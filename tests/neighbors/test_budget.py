@@ -57,7 +57,8 @@ def test_absurd_support_on_a_million_points_is_refused_at_once(million):
     with pytest.raises(StencilTooLarge) as info:
         layer(x, million)
     elapsed = time.perf_counter() - start
-    assert elapsed < 5.0  # about 0.06 s on a quiet 2-core machine
+    print(f"refused in {elapsed:.3f} s: {info.value}")  # README quotes it (pytest -s)
+    assert elapsed < 5.0  # a few ms on a quiet 2-core machine
     assert_helpful(str(info.value))
     assert "DIConv spline stencil" in str(info.value)
     assert "spacing or kernel_size" in str(info.value)
