@@ -332,7 +332,7 @@ def test_prefix_reweights_shrunk_by_n_over_m():
 
 def test_prefix_recomputes_knn_weights():
     rng = np.random.default_rng(0)
-    ps = from_coords(rng.uniform(-1, 1, (2000, 2)))
+    ps = from_coords(rng.uniform(-1, 1, (2000, 2)), weights="knn")
     assert ps.weight_method == "knn"
     p = ps.prefix(500)
     assert p.weight_method == "knn"
@@ -450,8 +450,8 @@ def test_weights_shape_and_sign_checked():
     w[3] = np.nan
     with pytest.raises(ValueError, match="positive"):
         PointSet(c, w)
-    with pytest.raises(ValueError, match="'voronoi'"):
-        from_coords(c, weights="voronoi")
+    with pytest.raises(ValueError, match="'delaunay'"):
+        from_coords(c, weights="delaunay")
     with pytest.raises(ValueError, match="'magic'"):
         PointSet(c, np.ones(10), weight_method="magic")
     with pytest.raises(ValueError, match=re.escape("(3, 3)")):

@@ -86,7 +86,7 @@ def mixture(seed: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_knn_weights_on_irregular_set(seed):
     coords = mixture(seed)
-    ps = from_coords(coords)  # weights="knn" by default
+    ps = from_coords(coords, weights="knn")
     assert ps.weight_method == "knn"
     rel = abs(quad(ps) - EXACT) / EXACT
     assert rel < 0.03, rel
@@ -108,7 +108,7 @@ def test_knn_weights_sum_to_domain_measure_on_uniform_set(dim, seed):
     # cube to the domain is what makes the sum come out right (within ~2%).
     rng = np.random.default_rng(seed)
     coords = rng.uniform(-1.0, 1.0, (N, dim))
-    ps = from_coords(coords)
+    ps = from_coords(coords, weights="knn")
     total = float(ps.weights.double().sum())
     assert math.isclose(total, 2.0**dim, rel_tol=0.025), total
     # Points in the outer layer of the domain get no more weight than interior ones.
@@ -118,12 +118,11 @@ def test_knn_weights_sum_to_domain_measure_on_uniform_set(dim, seed):
     assert w[edge].mean() < 1.15 * w[inner].mean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: k-NN volumes are calibrated for i.i.d. points; on a regular "
-    "grid all 8 neighbours tie at one spacing and the weights sum to ~2.2 instead of 4 "
-    "(QMC sets overshoot by 3-8%)",
-)
-def test_knn_weights_on_regular_grid_coords():
+def test_default_weights_on_regular_grid_coords():
+    # k-NN volumes are calibrated for i.i.d. points: on a regular grid all 8 neighbours tie
+    # at one spacing and they sum to ~2.2 instead of 4. The default (Voronoi cells) gives
+    # every pixel its exact area.
     ps = from_coords(grid((64, 64)).coords)
     assert math.isclose(float(ps.weights.double().sum()), 4.0, rel_tol=0.05)
+    knn = from_coords(grid((64, 64)).coords, weights="knn")
+    assert float(knn.weights.double().sum()) < 3.0

@@ -14,6 +14,7 @@ from .generators import (
 )
 from .layout import image_to_values, lattice_index, values_to_image
 from .pointset import PointSet
+from .voronoi import region_mask, voronoi_weights
 from .weights import knn_weights, lattice_weights, shrunk_weights
 
 __all__ = [
@@ -30,8 +31,10 @@ __all__ = [
     "lattice_weights",
     "masked",
     "random",
+    "region_mask",
     "shrunk",
     "shrunk_weights",
     "sobol",
     "values_to_image",
+    "voronoi_weights",
 ]

@@ -14,6 +14,7 @@ import torch
 from scipy.stats import qmc
 
 from .pointset import PointSet
+from .voronoi import region_mask, voronoi_weights
 from .weights import (
     axis_spacing,
     coarse_to_fine_order,
@@ -179,8 +180,11 @@ def jittered_grid(shape: int | Sequence[int], seed: int | None = None) -> PointS
 def masked(points: PointSet, mask_fn: Callable[[torch.Tensor], torch.Tensor]) -> PointSet:
     """The points of ``points`` where ``mask_fn(coords)`` is true, in their original order.
 
-    Each kept point keeps its weight (the volume it stands for), so the weights sum to the
-    measure of the masked region. ``mask_fn`` maps ``(N, d)`` coordinates to ``(N,)`` bools.
+    The weights then integrate over the masked region: Voronoi-weighted sets get the exact
+    cells of the kept points clipped to the region (``mask_fn`` becomes their ``region``);
+    other sets keep each point's weight (the volume it stands for), which sums to the
+    masked region's measure up to the boundary cells. ``mask_fn`` maps ``(N, d)`` float
+    coordinates (a tensor) to ``(N,)`` bools.
     """
     keep = torch.as_tensor(mask_fn(points.coords)).to(torch.bool).reshape(-1)
     if keep.shape[0] != len(points):
@@ -189,39 +193,73 @@ def masked(points: PointSet, mask_fn: Callable[[torch.Tensor], torch.Tensor]) ->
         )
     if not bool(keep.any()):
         raise ValueError("mask_fn removed every point — the masked region must contain points")
+    kind = f"masked({points.kind})"
+    if points.weight_method == "voronoi":
+        region = mask_fn if points.region is None else _both(points.region, mask_fn)
+        return _voronoi(points.coords[keep].double().numpy(), kind, region)
     method = "density" if points.weight_method in ("uniform", "lattice") else points.weight_method
-    return PointSet(
-        points.coords[keep],
-        points.weights[keep],
-        f"masked({points.kind})",
-        weight_method=method,
-    )
+    return PointSet(points.coords[keep], points.weights[keep], kind, weight_method=method)
 
 
-def from_coords(coords, weights: str | Sequence[float] | torch.Tensor = "knn") -> PointSet:
+def _both(first, second):
+    first, second = region_mask(first, None), region_mask(second, None)
+    return lambda x: first(x) & second(x)
+
+
+def from_coords(coords, weights: str | Sequence[float] | torch.Tensor = "voronoi",
+                region=None) -> PointSet:
     """A point set from your own coordinates in [-1, 1]^d.
 
     Args:
         coords: ``(N, d)`` array or tensor.
-        weights: ``"knn"`` (default) estimates quadrature weights from local point density
-            (see :func:`knn_weights`); ``"uniform"`` assumes uniform sampling (2^d / N);
-            or an explicit ``(N,)`` array of positive weights.
+        weights: how to weight the points in integrals:
+
+            - ``"voronoi"`` (default): the measure of each point's Voronoi cell clipped to
+              the domain (:func:`voronoi_weights`) — exact cells in 1-, 2- and 3-D, right
+              for any layout: regular (grids, rotated or hexagonal lattices), blue noise,
+              clustered or foveated clouds. 16k points take ~0.2 s in 2-D and ~2 s in 3-D
+              (cached per point set); beyond 2^22 (2-D) / 2^18 (3-D) points it refuses.
+            - ``"knn"``: a k-nearest-neighbour density estimate (:func:`knn_weights`), fast
+              at any size and any d, but approximate (~1–3% per weight on i.i.d. points) and
+              wrong on regular sets, where ties at one distance make it undershoot ~2×.
+            - ``"uniform"``: 2^d / N, for points known to be uniform (QMC, i.i.d., grids).
+            - an explicit ``(N,)`` array of positive weights.
+        region: where the points live when it is not the whole box — a callable
+            ``(M, d) tensor → (M,) bools``, ``"ball"``, or a boolean pixel mask (see
+            :func:`voronoi_weights`); the weights then sum to the region's measure. Needs
+            ``weights="voronoi"``.
     """
     if isinstance(coords, torch.Tensor):
         coords = coords.detach().cpu()
     c = torch.as_tensor(np.asarray(coords, dtype=np.float64))
     if c.ndim != 2 or c.shape[0] == 0:
         raise ValueError(f"coords must have shape (N, d) with N >= 1; got {tuple(c.shape)}")
+    if region is not None and not (isinstance(weights, str) and weights == "voronoi"):
+        raise ValueError("region= needs weights='voronoi' (the other methods cannot clip to a "
+                         "region)")
     if isinstance(weights, str):
+        if not torch.isfinite(c).all():
+            raise ValueError("coords contain NaN or inf — drop or fix those points")
+        if weights == "voronoi":
+            return _voronoi(c.numpy(), "points", region)
         if weights == "knn":
-            if not torch.isfinite(c).all():
-                raise ValueError("coords contain NaN or inf — drop or fix those points")
             return PointSet(c, knn_weights(c.clamp(-1, 1)), "points", weight_method="knn")
         if weights == "uniform":
             w = torch.full((c.shape[0],), 2.0 ** c.shape[1] / c.shape[0])
             return PointSet(c, w, "points", weight_method="uniform")
-        raise ValueError(f"unknown weights {weights!r}; valid: 'knn', 'uniform' or an array")
+        raise ValueError(
+            f"unknown weights {weights!r}; valid: 'voronoi', 'knn', 'uniform' or an array")
     return PointSet(c, torch.as_tensor(np.asarray(weights)), "points", weight_method="density")
+
+
+def _voronoi(coords: np.ndarray, kind: str, region=None) -> PointSet:
+    """A point set weighted by its Voronoi cells, computed on the float32 coordinates the
+    point set stores (so the weights are those of the points the layers see)."""
+    c = np.asarray(coords, dtype=np.float64)
+    if c.size and np.abs(c).max() > 1.0:  # let PointSet name the column that is outside
+        return PointSet(c, np.ones(len(c)), kind)
+    c = c.astype(np.float32).astype(np.float64)
+    return PointSet(c, voronoi_weights(c, region), kind, weight_method="voronoi", region=region)
 
 
 def _uniform(kind: str, coords: np.ndarray) -> PointSet:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .voronoi import voronoi_weights
 from .weights import knn_weights, lattice_weights, prefix_shape
 
 __all__ = ["PointSet"]
@@ -16,7 +17,9 @@ __all__ = ["PointSet"]
 #  "uniform": measure / N.  "density": inverse sampling density / N (analytic or given), so a
 #  prefix of m points scales them by N / m.  "knn": a k-nearest-neighbour volume estimate,
 #  recomputed on the prefix.  "lattice": cell volume of an axis-aligned lattice.
-WEIGHT_METHODS = ("uniform", "density", "knn", "lattice")
+#  "voronoi": the measure of each point's Voronoi cell in the domain (or its region),
+#  recomputed on the prefix.
+WEIGHT_METHODS = ("uniform", "density", "knn", "lattice", "voronoi")
 
 
 def _as_tensor(values, name: str) -> torch.Tensor:
@@ -40,14 +43,17 @@ class PointSet:
         shape: the lattice shape for grid-structured kinds, else ``None``.
         weight_method: how the weights were obtained (see ``WEIGHT_METHODS``); it decides how
             :meth:`prefix` re-weights.
+        region: the part of the domain the points cover when it is not the whole box (see
+            :func:`~dinet.points.voronoi_weights`); Voronoi weights of prefixes use it.
 
     Attributes:
         coords: float32 tensor ``(N, d)``. Do not modify it in place.
         weights: float32 tensor ``(N,)``. Do not modify it in place.
-        kind, shape, weight_method, dim, digest (hex content hash).
+        kind, shape, weight_method, region, dim, digest (hex content hash).
     """
 
-    __slots__ = ("coords", "weights", "kind", "shape", "weight_method", "digest", "_frozen")
+    __slots__ = ("coords", "weights", "kind", "shape", "weight_method", "region", "digest",
+                 "_frozen")
 
     def __init__(
         self,
@@ -57,6 +63,7 @@ class PointSet:
         shape: Sequence[int] | None = None,
         weight_method: str = "density",
         *,
+        region=None,
         digest: str | None = None,
     ) -> None:
         coords = _as_tensor(coords, "coords")
@@ -113,6 +120,7 @@ class PointSet:
         object.__setattr__(self, "kind", str(kind))
         object.__setattr__(self, "shape", None if shape is None else tuple(int(s) for s in shape))
         object.__setattr__(self, "weight_method", weight_method)
+        object.__setattr__(self, "region", region)
         object.__setattr__(self, "digest", digest)
         object.__setattr__(self, "_frozen", True)
 
@@ -168,6 +176,7 @@ class PointSet:
             self.kind,
             self.shape,
             self.weight_method,
+            region=self.region,
             digest=self.digest,
         )
 
@@ -175,8 +184,9 @@ class PointSet:
         """The first ``m`` points as a point set of their own (a coarser discretization).
 
         Weights are re-derived for the smaller set: uniform and density weights scale by
-        N / m, k-NN weights are re-estimated. For grid-structured sets, ``m`` must be the size
-        of a coarser level (the sub-grid of indices ≡ 0 mod 2^k); see :meth:`levels`.
+        N / m, k-NN and Voronoi weights are recomputed. For grid-structured sets, ``m`` must
+        be the size of a coarser level (the sub-grid of indices ≡ 0 mod 2^k); see
+        :meth:`levels`.
         """
         n = len(self)
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= n:
@@ -199,10 +209,13 @@ class PointSet:
             weights = knn_weights(coords)
         elif self.weight_method == "lattice":
             weights = lattice_weights(coords, shape)
+        elif self.weight_method == "voronoi":
+            weights = torch.as_tensor(voronoi_weights(coords.double().cpu().numpy(), self.region),
+                                      dtype=torch.float32, device=self.device)
         else:
             weights = self.weights[:m] * (n / m)
         kind = self.kind
-        return PointSet(coords, weights, kind, shape, self.weight_method)
+        return PointSet(coords, weights, kind, shape, self.weight_method, region=self.region)
 
     def coarsen(self, stride: int = 2) -> PointSet:
         """The coarser discretization a stride-``stride`` layer downsamples to.
