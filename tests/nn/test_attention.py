@@ -141,6 +141,11 @@ DISCRETIZATIONS = {
     "grid": lambda: P.grid((128, 128)),
     "jittered": lambda: P.jittered_grid((128, 128), seed=0),
     "shrunk": lambda: P.shrunk(16384, seed=0),
+    "hexagonal": lambda: P.hexagonal(16384, seed=0),
+    "poisson": lambda: P.poisson(16384, seed=0),
+    "rotated-grid": lambda: P.rotated_grid(16384, seed=0),
+    "foveated": lambda: P.foveated(16384, seed=0),
+    "clustered": lambda: P.clustered(16384, seed=0),
 }
 
 

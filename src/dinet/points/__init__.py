@@ -14,15 +14,19 @@ from .generators import (
 )
 from .layout import image_to_values, lattice_index, values_to_image
 from .pointset import PointSet
+from .samplers import clustered, foveated, hexagonal, poisson, rotated_grid
 from .voronoi import region_mask, voronoi_weights
 from .weights import knn_weights, lattice_weights, shrunk_weights
 
 __all__ = [
     "PointSet",
+    "clustered",
+    "foveated",
     "from_coords",
     "grid",
     "grid_axes",
     "halton",
+    "hexagonal",
     "image_to_values",
     "jittered_grid",
     "knn_weights",
@@ -30,8 +34,10 @@ __all__ = [
     "lattice_index",
     "lattice_weights",
     "masked",
+    "poisson",
     "random",
     "region_mask",
+    "rotated_grid",
     "shrunk",
     "shrunk_weights",
     "sobol",
