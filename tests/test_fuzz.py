@@ -1,7 +1,7 @@
 """Fuzzing every DI layer with strange point sets (hypothesis).
 
 Point sets are built the way users build them — ``from_coords`` on their own coordinates
-(k-NN, uniform or explicit weights) and the generators — from coordinates with duplicates,
+(Voronoi, k-NN, uniform or explicit weights) and the generators — from coordinates with duplicates,
 collinear or coplanar points, all points in one corner, a single point, points exactly on the
 boundary ±1, clusters from 1e-6 wide to the whole domain, in 2-D and 3-D. Layers get
 spacings and supports from 1e-6 to 10 (far larger than the domain).
@@ -90,13 +90,17 @@ def point_sets(draw, dim: int | None = None) -> PointSet:
     """A PointSet as a user would make it: from raw coordinates, or from a generator."""
     d = draw(st.sampled_from((2, 3))) if dim is None else dim
     how = draw(st.sampled_from(
-        ("knn", "knn", "knn", "uniform", "explicit", "sobol", "grid", "shrunk", "jittered",
-         "masked", "prefix")
+        ("voronoi", "voronoi", "knn", "knn", "uniform", "explicit", "sobol", "grid", "shrunk",
+         "jittered", "masked", "prefix", "new-kind")
     ))
     note(f"point set: {how}, d={d}")
     seed = draw(st.integers(0, 2**16))
-    if how in ("knn", "uniform"):
+    if how in ("voronoi", "knn", "uniform"):
         return P.from_coords(draw(raw_coords(d)), weights=how)
+    if how == "new-kind":
+        make = draw(st.sampled_from((P.hexagonal, P.rotated_grid, P.poisson, P.foveated,
+                                     P.clustered, P.halton)))
+        return make(draw(st.integers(1, 64)), d, seed=seed)
     if how == "explicit":
         coords = draw(raw_coords(d))
         magnitude = draw(st.sampled_from((1e-12, 1e-3, 1.0, 1e3)))
@@ -170,7 +174,7 @@ def out_len(layer, points: PointSet) -> int:
 # --- tests -----------------------------------------------------------------------------------
 
 
-@given(coords=raw_coords(), weights=st.sampled_from(("knn", "uniform")))
+@given(coords=raw_coords(), weights=st.sampled_from(("voronoi", "knn", "uniform")))
 def test_quadrature_weights_positive_and_finite(coords, weights):
     points = P.from_coords(coords, weights=weights)
     for ps in (points, points.prefix(max(1, len(points) // 2)), points.coarsen(2)):
@@ -362,9 +366,10 @@ def test_regression_knn_weights_of_a_tiny_cluster_stay_positive():
     from_coords then refused its own weights ("use weights='knn'")."""
     rng = np.random.default_rng(0)
     for extent, d in ((1e-15, 3), (1e-30, 2), (1e-30, 3)):
-        points = P.from_coords(rng.uniform(-0.5, 0.5, (20, d)) * extent)
-        assert (points.weights > 0).all() and torch.isfinite(points.weights).all()
-        assert (points.prefix(10).weights > 0).all()
+        for weights in ("knn", "voronoi"):  # Voronoi: points within ~1e-12 share a cell
+            points = P.from_coords(rng.uniform(-0.5, 0.5, (20, d)) * extent, weights=weights)
+            assert (points.weights > 0).all() and torch.isfinite(points.weights).all()
+            assert (points.prefix(10).weights > 0).all()
 
 
 def test_regression_batch_norm_running_var_with_one_dominant_weight():

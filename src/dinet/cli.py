@@ -86,6 +86,15 @@ def _bench_options(parser: argparse.ArgumentParser, repeats: int, out: str) -> N
     parser.add_argument("--out", default=out, help=f"JSON output path (default: {out})")
 
 
+def _kinds_help() -> str:
+    """The registered discretizations, for help texts (``dinet.tasks.discretize``)."""
+    from .tasks.discretize import FILE_PREFIX, describe
+
+    text = (f"{describe()}; {FILE_PREFIX}FILE: your own (N, d) coordinates (key 'coords', "
+            "optional 'weights'; Voronoi weights otherwise)")
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dinet",
@@ -235,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--fields", required=True,
                     help="field dataset folder (`dinet fit`), or balls:N[:SEED] for sdf")
     tr.add_argument("--discretization", default="sobol",
-                    help="sobol | grid | shrunk | random | jittered | mixed (default: sobol)")
+                    help=f"{_kinds_help()} (default: sobol)")
     tr.add_argument("--points", type=_positive_int, default=None,
                     help="points per field (default: 1024 in 2-D, 4096 = 16³ for sdf)")
     tr.add_argument("--mix-points", type=_int_list, default=(),
@@ -288,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fields", required=True,
                     help="test data: a field dataset folder, or balls:N:SEED for sdf")
     ev.add_argument("--discretizations", default="sobol,grid,shrunk,random,jittered",
-                    help="comma-separated (default: sobol,grid,shrunk,random,jittered)")
+                    help="comma-separated, each one of: " + _kinds_help() + "; npz:FILE is "
+                    "scored once, at its own number of points (default: "
+                    "sobol,grid,shrunk,random,jittered)")
     ev.add_argument("--points", type=_int_list, default=None,
                     help="comma-separated point counts, perfect squares (cubes) for grid and "
                     "jittered (default: 256,1024,4096 in 2-D; 1728,4096,13824 in 3-D)")

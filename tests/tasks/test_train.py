@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from dinet.cli import main
 from dinet.fields import build_dataset
 from dinet.models import Classifier
-from dinet.tasks import DISCRETIZATIONS, TrainConfig, make_points, train
+from dinet.tasks import TrainConfig, discretizations, is_randomised, make_points, train
 
 train_module = importlib.import_module("dinet.tasks.train")  # the module, not the function
 
@@ -39,15 +40,33 @@ def _config(fields, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("kind", DISCRETIZATIONS)
+@pytest.mark.parametrize("kind", discretizations())
 def test_make_points(kind):
     points = make_points(kind, 64, seed=3)
     assert len(points) == 64 and points.dim == 2
-    if kind in ("sobol", "random", "jittered"):
-        assert make_points(kind, 64, seed=3) == points
+    assert make_points(kind, 64, seed=3) == points
+    if is_randomised(kind) and kind != "mixed":  # mixed may draw the grid for both seeds
         assert make_points(kind, 64, seed=4) != points
-    with pytest.raises(ValueError, match="valid: sobol, grid"):
+    assert math.isclose(float(points.weights.double().sum()), 4.0, rel_tol=0.02)
+    with pytest.raises(ValueError, match="valid: sobol, grid.*npz:FILE"):
         make_points("hex", 64)
+
+
+def test_registering_a_discretization_from_outside(monkeypatch, fields, tmp_path):
+    import dinet.points as P
+    from dinet.tasks import discretize, register_discretization
+
+    monkeypatch.setattr(discretize, "_KINDS", dict(discretize._KINDS))
+    register_discretization("corner-heavy", lambda n, d, s: P.from_coords(
+        P.sobol(n, d, seed=s).coords ** 3), help="Sobol cubed")
+    assert "corner-heavy" in discretizations() and is_randomised("corner-heavy")
+    points = make_points("corner-heavy", 256, seed=0)
+    assert points.weight_method == "voronoi"
+    last = train(_config(fields, tmp_path / "run", epochs=1, discretization="corner-heavy"),
+                 progress=False)
+    assert 0 <= last["accuracy"] <= 1
+    with pytest.raises(ValueError, match="without ':'"):
+        register_discretization("npz:x", lambda n, d, s: None)
 
 
 def test_grid_needs_a_square():
@@ -127,7 +146,7 @@ def test_evaluate_every_discretization(fields, tmp_path, capsys):
     assert {Path(p).name for p in again["plots"]} == {"heatmap.png", "vs_points.png"}
     assert all(Path(p).read_bytes().startswith(b"\x89PNG") for p in again["plots"])
     assert main(["eval", "--run", str(out), "--fields", str(fields),
-                 "--discretizations", "hexagonal"]) == 2
+                 "--discretizations", "hex"]) == 2
     assert "valid: sobol" in capsys.readouterr().err
     assert main(["eval", "--run", str(tmp_path), "--fields", str(fields)]) == 2
     assert "model.pt" in capsys.readouterr().err
@@ -209,3 +228,48 @@ def test_resume_refuses_a_damaged_run_and_touches_nothing(fields, tmp_path, dama
     with pytest.raises(ValueError, match=expected + ".*another --out"):
         train(_config(fields, out, epochs=2), resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_your_own_coordinates_in_train_and_eval(fields, tmp_path, capsys):
+    """npz:FILE: a user's sensor layout, trained on and scored in one command each."""
+    import dinet.points as P
+
+    layout = tmp_path / "hex.npz"
+    np.savez(layout, coords=P.hexagonal(64, seed=0).coords.numpy())
+    out = tmp_path / "run"
+    base = ["train", "--fields", str(fields), "--epochs", "1", "--batch-size", "8",
+            "--model", "dinet2"]
+    assert main([*base, "--discretization", f"npz:{layout}", "--points", "64",
+                 "--out", str(out)]) == 0
+    assert main(["eval", "--run", str(out), "--fields", str(fields), "--points", "16,256",
+                 "--discretizations", f"sobol,npz:{layout}"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    table = results["metrics"]["accuracy"]
+    assert set(table["sobol"]) == {"16", "256"} and set(table[f"npz:{layout}"]) == {"64"}
+    assert f"| npz:{layout} | – | " in printed  # scored at its own 64 points only
+    # explicit weights are used as given
+    weights = np.full(64, 4.0 / 64)
+    np.savez(tmp_path / "w.npz", coords=P.hexagonal(64, seed=0).coords.numpy(), weights=weights)
+    points = make_points(f"npz:{tmp_path / 'w.npz'}", 64)
+    assert points.weight_method == "density" and torch.allclose(points.weights,
+                                                                torch.full((64,), 4.0 / 64))
+    # errors name the file and the remedy
+    for bad, message in [
+        (lambda p: p.write_text("not a zip"), "not a readable .npz"),
+        (lambda p: np.savez(p, a=np.zeros((4, 2)), b=np.zeros(4)), "name the coordinates"),
+        (lambda p: np.savez(p, coords=np.zeros((4, 3))), r"\(N, 2\) array"),
+        (lambda p: np.savez(p, coords=np.full((4, 2), 3.0)), r"\[-1, 1\]"),
+        (lambda p: np.savez(p, coords=np.zeros((4, 2)), weights=-np.ones(4)), "positive"),
+    ]:
+        path = tmp_path / "bad.npz"
+        bad(path)
+        with pytest.raises(ValueError, match=message):
+            make_points(f"npz:{path}", 4)
+    with pytest.raises(ValueError, match="holds 64 points, not 100 — pass --points 64"):
+        make_points(f"npz:{layout}", 100)
+    assert main([*base, "--discretization", f"npz:{tmp_path / 'nope.npz'}", "--points", "64",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    np.save(tmp_path / "plain.npy", P.sobol(32, seed=0).coords.numpy())
+    assert len(make_points(f"npz:{tmp_path / 'plain.npy'}", 32)) == 32

@@ -46,6 +46,7 @@ _MIRROR_SPACINGS = 3.0  # mirror the points within this many mean spacings of a 
 # Cells that straddle a region's boundary are measured by sampling (see _region_measure).
 _REGION_FIND, _REGION_SAMPLES, _REGION_GROW = 1024, 1024, 3.0
 
+_QUANTA = (2.0**40, 2.0**30, 2.0**20, 2.0**10)  # resolutions ~1e-12 ... 1e-3 (see _weights)
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 16
 _CACHE_LOCK = threading.Lock()
@@ -153,17 +154,20 @@ def _weights(c: np.ndarray, mask) -> np.ndarray:
             raise ValueError(f"{int(outside.sum())} of {n} points lie outside the region "
                              "(first at row {}) — drop them, e.g. coords[region(coords)]"
                              .format(int(np.flatnonzero(outside)[0])))
-    unique, inverse, counts = np.unique(c, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    if d == 1:
-        volume = _cells_1d(unique[:, 0])
-        vertices = None
-    elif len(unique) == 1:
-        volume = np.array([2.0**d])
-        corners = _box_corners(d)
-        vertices = lambda: (np.zeros(len(corners), np.int64), corners)  # noqa: E731
-    else:
-        volume, vertices = _cells(unique)
+    # Points closer than the resolution share one cell. Qhull resolves ~1e-12 beside the
+    # mirrors 2 apart; a tiny cluster beside far points can defeat it, and then the
+    # resolution coarsens (each step exact to its resolution: a cluster that narrow gets its
+    # total measure right and shares it equally).
+    for quantum in _QUANTA:
+        key, inverse, counts = np.unique(np.round(c * quantum), axis=0, return_inverse=True,
+                                         return_counts=True)
+        unique, inverse = key / quantum, inverse.reshape(-1)
+        try:
+            volume, vertices = _cells(unique, quantum)
+            break
+        except ValueError:
+            if quantum == _QUANTA[-1]:
+                raise
     if mask is not None:
         volume = volume * _inside_fraction(unique, volume, vertices, mask)
     return volume[inverse] / counts[inverse]
@@ -180,37 +184,47 @@ def _cells_1d(x: np.ndarray) -> np.ndarray:
     return np.diff(edges)
 
 
-def _cells(p: np.ndarray) -> tuple[np.ndarray, Callable]:
-    """Clipped cell measures of distinct points ``p`` (n >= 2), and each cell's vertices."""
+def _cells(p: np.ndarray, quantum: float) -> tuple[np.ndarray, Callable]:
+    """Clipped cell measures of distinct points ``p`` on a lattice of step 1 / ``quantum``,
+    and a function giving every cell's vertices."""
     n, d = p.shape
+    if d == 1:
+        return _cells_1d(p[:, 0]), None
+    if n == 1:
+        corners = _box_corners(d)
+        return np.array([2.0**d]), lambda: (np.zeros(len(corners), np.int64), corners)
     spacing = (2.0**d / n) ** (1.0 / d)
-    tol = 1e-9 * spacing
-    for reach in (_MIRROR_SPACINGS * spacing, np.inf):
+    # Mirror the points near the faces; if Qhull fails (too few points to span d dimensions)
+    # or a cell comes out wrong, mirror all of them; last, let Qhull joggle the input
+    # (exact to ~1e-10 of the domain).
+    for reach, options in ((_MIRROR_SPACINGS * spacing, None), (np.inf, None), (np.inf, "QJ")):
         mirrors = []
         for k in range(d):
             for side in (-1.0, 1.0):
                 gap = side - p[:, k] if side > 0 else p[:, k] + 1.0
-                near = p[(gap > tol) & (gap < reach)]
+                near = p[(gap > 0.5 / quantum) & (gap < reach)]
                 near = near.copy()
                 near[:, k] = 2.0 * side - near[:, k]
                 mirrors.append(near)
         points = np.concatenate([p, *mirrors])
         try:
-            return _measure_2d(points, n) if d == 2 else _measure(Voronoi(points), n)
-        except QhullError:  # too few mirrors to span d dimensions: mirror everything
-            if reach == np.inf:
-                raise ValueError(
-                    "Qhull could not build the Voronoi diagram of these points (degenerate "
-                    "input); use weights='knn' or pass explicit weights") from None
-    raise AssertionError("unreachable")
+            volume, vertices = (_measure_2d(points, n, options) if d == 2 else
+                                _measure(Voronoi(points, qhull_options=options), n, options))
+        except QhullError:
+            continue
+        if np.isfinite(volume).all() and (volume > 0).all() and abs(
+                volume.sum() / 2.0**d - 1.0) < 1e-6:
+            return volume, vertices
+    raise ValueError("Qhull could not build the Voronoi cells of these points (a degenerate "
+                     "layout); pass weights='knn' or explicit weights")
 
 
-def _measure_2d(points: np.ndarray, n: int) -> tuple[np.ndarray, Callable]:
+def _measure_2d(points: np.ndarray, n: int, options: str | None) -> tuple[np.ndarray, Callable]:
     """2-D cells from the Delaunay triangulation (3x faster than Qhull's Voronoi output):
     a cell is the polygon of the circumcentres of the triangles around its point, and the
     part of it inside triangle (a, b, c) is the quadrilateral a, m_ab, cc, m_ca, whose signed
     area is right for obtuse triangles too (circumcentre outside)."""
-    tri = Delaunay(points)
+    tri = Delaunay(points, qhull_options=options)
     simp = tri.simplices
     a, b, c = (points[simp[:, i]] for i in range(3))
     ab, ac = b - a, c - a
@@ -223,6 +237,7 @@ def _measure_2d(points: np.ndarray, n: int) -> tuple[np.ndarray, Callable]:
     volume = np.zeros(n)
     bad = np.zeros(n, bool)
     flag = ~np.isfinite(cc).all(axis=1) | (np.abs(cc) > 1.0 + 1e-9).any(axis=1)
+    cc = np.where(flag[:, None], 0.0, cc)  # flagged (flat) triangles: their cells are clipped
     for i in range(3):
         v, nxt, prv = simp[:, i], points[simp[:, (i + 1) % 3]], points[simp[:, (i + 2) % 3]]
         mine = v < n
@@ -241,7 +256,8 @@ def _measure_2d(points: np.ndarray, n: int) -> tuple[np.ndarray, Callable]:
     indptr, indices = tri.vertex_neighbor_vertices
     clipped: dict[int, np.ndarray] = {}
     for j in np.flatnonzero(bad):
-        volume[j], clipped[j] = _clipped_cell(points, j, indices[indptr[j]:indptr[j + 1]])
+        volume[j], clipped[j] = _clipped_cell(points, j, indices[indptr[j]:indptr[j + 1]],
+                                              options)
 
     def vertices() -> tuple[np.ndarray, np.ndarray]:
         cells = [simp[:, i] for i in range(3)]
@@ -260,7 +276,7 @@ def _with_clipped(cells, coords, clipped):
             np.concatenate([coords, *[clipped[j] for j in ids]]))
 
 
-def _measure(vor: Voronoi, n: int) -> tuple[np.ndarray, Callable]:
+def _measure(vor: Voronoi, n: int, options: str | None) -> tuple[np.ndarray, Callable]:
     """Cells from Qhull's Voronoi ridges (used in 3-D): each ridge between points p and q
     adds the pyramid area(ridge) · |p − q| / 2 / d to both cells."""
     p = vor.points
@@ -298,7 +314,7 @@ def _measure(vor: Voronoi, n: int) -> tuple[np.ndarray, Callable]:
     bad |= ~seen  # left out by Qhull (a near-duplicate)
     clipped: dict[int, np.ndarray] = {}
     for j in np.flatnonzero(bad):
-        volume[j], clipped[j] = _clipped_cell(p, j, _neighbours(pairs, j))
+        volume[j], clipped[j] = _clipped_cell(p, j, _neighbours(pairs, j), options)
 
     def vertices() -> tuple[np.ndarray, np.ndarray]:
         cells = np.concatenate([np.repeat(pairs[:, s], lens) for s in (0, 1)])
@@ -314,7 +330,8 @@ def _neighbours(pairs: np.ndarray, j: int) -> np.ndarray:
     return np.where(other[:, 0] == j, other[:, 1], other[:, 0])
 
 
-def _clipped_cell(p: np.ndarray, j: int, neighbours: np.ndarray) -> tuple[float, np.ndarray]:
+def _clipped_cell(p: np.ndarray, j: int, neighbours: np.ndarray,
+                  options: str | None) -> tuple[float, np.ndarray]:
     """The exact measure and vertices of {x in box : x nearer p_j than its neighbours}."""
     d = p.shape[1]
     if len(neighbours) == 0:  # Qhull left the point out (a near-duplicate): its k nearest
@@ -328,9 +345,10 @@ def _clipped_cell(p: np.ndarray, j: int, neighbours: np.ndarray) -> tuple[float,
     # its nearest neighbour (so it stays inside the cell).
     step = min(0.25 * float(np.min(np.linalg.norm(q - x, axis=1))), 0.5)
     inner = x - np.sign(x) * step * (np.abs(x) > 1.0 - step)
-    hs = HalfspaceIntersection(np.hstack([normals, offsets[:, None]]), inner)
+    hs = HalfspaceIntersection(np.hstack([normals, offsets[:, None]]), inner,
+                               qhull_options=options)
     pts = hs.intersections
-    return float(ConvexHull(pts).volume), pts
+    return float(ConvexHull(pts, qhull_options=options).volume), pts
 
 
 def _inside_fraction(p: np.ndarray, volume: np.ndarray, vertices, mask) -> np.ndarray:

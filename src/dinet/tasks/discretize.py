@@ -1,47 +1,199 @@
-"""Named discretizations of the domain, drawn reproducibly for training and evaluation."""
+"""Named discretizations of the domain, drawn reproducibly for training and evaluation.
+
+One registry that ``dinet train --discretization``, ``dinet eval --discretizations`` and the
+CLI's help read their choices from. Add a kind with :func:`register_discretization`; a
+user's own coordinates are the kind ``npz:FILE``.
+"""
 
 from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .. import points as P
 
-__all__ = ["DISCRETIZATIONS", "RANDOMISED", "make_points"]
+__all__ = [
+    "FILE_PREFIX",
+    "check_discretization",
+    "discretizations",
+    "is_randomised",
+    "make_points",
+    "point_sets",
+    "register_discretization",
+]
 
-DISCRETIZATIONS = ("sobol", "grid", "shrunk", "random", "jittered", "mixed")
-#: Discretizations that are a fresh random draw for every seed (grid is always the same).
-RANDOMISED = ("sobol", "shrunk", "random", "jittered", "mixed")
+#: ``npz:FILE`` — a user's point set: an ``(N, d)`` array (``coords`` or the only array),
+#: optional ``weights`` ``(N,)``; without weights, their Voronoi cells (``from_coords``).
+FILE_PREFIX = "npz:"
+
+
+@dataclass(frozen=True)
+class _Kind:
+    make: Callable[[int, int, int | None], P.PointSet]  # (n, dim, seed) -> points
+    randomised: bool
+    help: str
+
+
+_KINDS: dict[str, _Kind] = {}
+
+
+def register_discretization(name: str, make: Callable[[int, int, int | None], P.PointSet], *,
+                            randomised: bool = True, help: str = "") -> None:
+    """Make ``make(n, dim, seed)`` available as the discretization ``name`` everywhere
+    (training, evaluation, the CLI). ``randomised``: a fresh draw per seed (``False``: the
+    same points whatever the seed, like ``grid``)."""
+    if not isinstance(name, str) or not name or ":" in name or "," in name:
+        raise ValueError(f"a discretization name is a non-empty string without ':' or ','; "
+                         f"got {name!r}")
+    if not callable(make):
+        raise ValueError(f"make must be callable (n, dim, seed) -> PointSet; got {make!r}")
+    _KINDS[name] = _Kind(make, bool(randomised), help)
+
+
+def discretizations() -> tuple[str, ...]:
+    """Every registered discretization name (``npz:FILE`` is accepted besides these)."""
+    return tuple(_KINDS)
+
+
+def describe() -> str:
+    """One line per kind, for help texts."""
+    return "; ".join(f"{name}: {kind.help}" for name, kind in _KINDS.items())
+
+
+def check_discretization(kind) -> str:
+    """``kind`` if it names a registered discretization or ``npz:FILE``, else a ValueError
+    naming the valid choices."""
+    if isinstance(kind, str) and (kind in _KINDS or _is_file(kind)):
+        return kind
+    raise ValueError(f"unknown discretization {kind!r}; valid: {', '.join(_KINDS)} or "
+                     f"{FILE_PREFIX}FILE (your own coordinates)")
+
+
+def is_randomised(kind: str) -> bool:
+    """Whether ``kind`` is a fresh draw for every seed (``npz:FILE`` is fixed)."""
+    return not _is_file(kind) and _KINDS[check_discretization(kind)].randomised
 
 
 def make_points(kind: str, n: int, dim: int = 2, seed: int | None = 0) -> P.PointSet:
     """The ``n``-point discretization ``kind`` of [-1, 1]^dim for a seed.
 
-    ``sobol`` is scrambled Sobol (randomised QMC), ``shrunk`` the paper's warped Sobol set
-    with its exact weights, ``random`` i.i.d. uniform points whose weights are estimated from
-    the points themselves by k-NN (as for any set given by its coordinates,
-    :func:`dinet.points.from_coords`; plain Monte Carlo weights 4/N leave random clumps and
-    gaps uncorrected and cost 5–10 points of accuracy at 256–1,024 points), ``grid`` pixel
-    centres and
-    ``jittered`` a stratified grid (these two need ``n`` to be a perfect d-th power), and
-    ``mixed`` picks one of grid / sobol / shrunk from the seed, as the paper's "mixed"
-    training.
+    ``npz:FILE`` returns the file's points, whose count must be ``n``. See
+    :func:`discretizations` for the names and ``dinet train --help`` for what each is.
     """
-    if kind not in DISCRETIZATIONS:
-        raise ValueError(f"unknown discretization {kind!r}; valid: {', '.join(DISCRETIZATIONS)}")
-    if kind == "mixed":
-        kind = ("grid", "sobol", "shrunk")[int(np.random.default_rng(seed).integers(3))]
-    if kind in ("grid", "jittered"):
-        side = round(n ** (1.0 / dim))
-        if side**dim != n:
-            raise ValueError(
-                f"a {kind} discretization needs a perfect {'square' if dim == 2 else 'cube'} "
-                f"number of points; got {n} (e.g. {side**dim} or {(side + 1) ** dim})"
-            )
-        shape = (side,) * dim
-        return P.grid(shape) if kind == "grid" else P.jittered_grid(shape, seed=seed)
-    if kind == "random":
-        return P.from_coords(P.random(n, dim, seed=seed).coords)
-    generator = {"sobol": P.sobol, "shrunk": P.shrunk}[kind]
-    return generator(n, dim, seed=seed)
+    check_discretization(kind)
+    if _is_file(kind):
+        points = file_points(kind, dim)
+        if len(points) != n:
+            raise ValueError(f"{kind} holds {len(points)} points, not {n} — pass --points "
+                             f"{len(points)} (and no --mix-points)")
+        return points
+    return _KINDS[kind].make(n, dim, seed)
 
 
+def point_sets(kinds: Iterable[str], counts: Iterable[int], dim: int,
+               seed: int | None) -> dict[tuple[str, int], P.PointSet]:
+    """Every (kind, count) point set of an evaluation; a ``npz:FILE`` kind is evaluated once,
+    at its own number of points, whatever ``counts`` are."""
+    counts = tuple(counts)
+    sets = {}
+    for kind in kinds:
+        check_discretization(kind)
+        if _is_file(kind):
+            points = file_points(kind, dim)
+            sets[kind, len(points)] = points
+        else:
+            for count in counts:
+                sets[kind, count] = make_points(kind, count, dim, seed=seed)
+    return sets
+
+
+# --- npz:FILE ---------------------------------------------------------------------------
+def _is_file(kind) -> bool:
+    return isinstance(kind, str) and kind.startswith(FILE_PREFIX)
+
+
+def file_points(kind: str, dim: int) -> P.PointSet:
+    """The point set in ``npz:FILE`` (a ``.npz`` with ``coords`` — or a single array — and
+    optional ``weights``, or a ``.npy`` array of coordinates), checked against ``dim``."""
+    path = Path(kind[len(FILE_PREFIX):])
+    if not path.is_file():
+        raise ValueError(f"{kind}: no such file {str(path)!r}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a .npy file
+            arrays = {"coords": loaded}
+        else:
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{kind}: not a readable .npz or .npy file ({e}); save your points "
+                         "with numpy.savez(path, coords=..., weights=...)") from None
+    coords = arrays.get("coords", arrays.get("points"))
+    if coords is None:
+        if len(arrays) != 1:
+            raise ValueError(f"{kind}: found arrays {sorted(arrays)}; name the coordinates "
+                             "'coords' (N, d) and optional weights 'weights' (N,)")
+        coords = next(iter(arrays.values()))
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[1] != dim or not np.issubdtype(coords.dtype, np.number):
+        raise ValueError(f"{kind}: coords must be a numeric ({'N'}, {dim}) array for this "
+                         f"{dim}-D task; got {coords.dtype} with shape {coords.shape}")
+    weights = arrays.get("weights")
+    try:
+        if weights is None:
+            points = P.from_coords(coords.astype(np.float64))
+        else:
+            points = P.from_coords(coords.astype(np.float64),
+                                   weights=np.asarray(weights, dtype=np.float64))
+    except ValueError as e:
+        raise ValueError(f"{kind}: {e}") from None
+    return P.PointSet(points.coords, points.weights, kind, weight_method=points.weight_method,
+                      region=points.region)
+
+
+# --- the built-in kinds -----------------------------------------------------------------
+def _side(kind: str, n: int, dim: int) -> tuple[int, ...]:
+    side = round(n ** (1.0 / dim))
+    if side**dim != n:
+        raise ValueError(
+            f"a {kind} discretization needs a perfect {'square' if dim == 2 else 'cube'} "
+            f"number of points; got {n} (e.g. {side**dim} or {(side + 1) ** dim})"
+        )
+    return (side,) * dim
+
+
+def _mixed(n: int, dim: int, seed: int | None) -> P.PointSet:
+    kind = ("grid", "sobol", "shrunk")[int(np.random.default_rng(seed).integers(3))]
+    return make_points(kind, n, dim, seed)
+
+
+for _name, _make, _randomised, _help in (
+    ("sobol", lambda n, d, s: P.sobol(n, d, seed=s), True, "scrambled Sobol (randomised QMC)"),
+    ("grid", lambda n, d, s: P.grid(_side("grid", n, d)), False,
+     "pixel centres (n a perfect square/cube)"),
+    ("shrunk", lambda n, d, s: P.shrunk(n, d, seed=s), True,
+     "the paper's warped Sobol set, exact weights"),
+    # i.i.d. points weighted by their Voronoi cells, as any set given by its coordinates
+    # (plain Monte Carlo weights 4/N leave clumps and gaps uncorrected and cost 5-10 points
+    # of accuracy at 256-1,024 points)
+    ("random", lambda n, d, s: P.from_coords(P.random(n, d, seed=s).coords), True,
+     "i.i.d. uniform, Voronoi weights"),
+    ("jittered", lambda n, d, s: P.jittered_grid(_side("jittered", n, d), seed=s), True,
+     "a grid moved within each pixel (n a perfect square/cube)"),
+    ("mixed", _mixed, True, "grid, sobol or shrunk by the seed (the paper's mixed training)"),
+    ("halton", lambda n, d, s: P.halton(n, d, seed=s), True, "scrambled Halton"),
+    ("hexagonal", lambda n, d, s: P.hexagonal(n, d, seed=s), True,
+     "a hexagonal lattice (FCC in 3-D), random offset"),
+    ("rotated-grid", lambda n, d, s: P.rotated_grid(n, d, seed=s), True,
+     "a square lattice at a random angle"),
+    ("poisson", lambda n, d, s: P.poisson(n, d, seed=s), True, "blue noise (Poisson disk)"),
+    ("foveated", lambda n, d, s: P.foveated(n, d, seed=s), True,
+     "half the points in a Gaussian fovea"),
+    ("clustered", lambda n, d, s: P.clustered(n, d, seed=s), True,
+     "a Thomas cluster process with 20% background"),
+):
+    register_discretization(_name, _make, randomised=_randomised, help=_help)

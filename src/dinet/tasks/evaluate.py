@@ -17,7 +17,7 @@ from .._io import atomic_write_text, read_json
 from ..models import GridCNNClassifier, GridCNNSegmenter, VoxelCNN3d, load_model
 from ..points import PointSet, values_to_image
 from .data import TaskData, open_task_data
-from .discretize import make_points
+from .discretize import make_points, point_sets
 from .metrics import confusion, mean_iou, pixel_accuracy
 from .train import MODELS
 
@@ -138,7 +138,8 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
         run: a folder written by ``dinet train``.
         fields: the test data (a field dataset folder, or ``balls:N:SEED`` for sdf).
         discretizations: test discretizations (default: sobol, grid, shrunk, random,
-            jittered).
+            jittered): names from :func:`~dinet.tasks.discretizations`, or ``npz:FILE``
+            (your own coordinates, scored once at their own number of points).
         points: test point counts (default: :data:`DEFAULT_POINTS` for the dimension).
         batch_size: items per forward pass.
         seed: the draw of every randomised discretization and of the query points.
@@ -162,10 +163,9 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
         discretizations, points = ("grid",), (model.size ** data.dim,)
     model = _OnDevice(model, distributed.select_device(device))
     # Every point set up front: an unknown name or impossible count fails before any work.
-    point_sets = {(kind, count): make_points(kind, count, data.dim, seed=seed)
-                  for kind in discretizations for count in points}
+    sets = point_sets(discretizations, points, data.dim, seed)
     metrics: dict[str, dict[str, dict[str, float]]] = {m: {} for m in METRICS[task]}
-    for (kind, count), point_set in point_sets.items():
+    for (kind, count), point_set in sets.items():
         scorer = _Scorer(task, data, model, seed)
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(n, start + batch_size))
@@ -194,15 +194,21 @@ def results_table(results: dict, metrics=None) -> str:
              f"{results['n_items']} test items"]
     for metric in metrics:
         table = results["metrics"][metric]
-        counts = list(next(iter(table.values())))
+        counts = _counts(table)
         lines += ["", f"**{metric}**" + (" (lower is better)" if metric in _LOWER_IS_BETTER
                                          else ""), "",
                   "| test discretization | " + " | ".join(f"{int(c):,} points" for c in counts)
                   + " |", "|---|" + "---|" * len(counts)]
         for kind, row in table.items():
             lines.append(f"| {'own grid' if results.get('baseline') else kind} | "
-                         + " | ".join(_fmt(metric, row[c]) for c in counts) + " |")
+                         + " | ".join(_fmt(metric, row.get(c)) for c in counts) + " |")
     return "\n".join(lines)
+
+
+def _counts(table: dict[str, dict[str, float]]) -> list[str]:
+    """Every point count of a metric's table, increasing (a ``npz:FILE`` row has only its
+    own)."""
+    return sorted({c for row in table.values() for c in row}, key=int)
 
 
 # --- figures ---------------------------------------------------------------------------
@@ -212,13 +218,14 @@ def _plots(run: Path, results: dict, data: TaskData, model, seed: int,
 
     metric = results["primary"]
     table = results["metrics"][metric]
-    kinds, counts = list(table), list(next(iter(table.values())))
+    kinds, counts = list(table), _counts(table)
     scale = 100.0 if metric in _PERCENT else 1.0
     label = f"{metric} (%)" if scale == 100 else metric
     title = (f"{results['model']} trained on {results['train_discretization']} "
              f"@ {results['train_points']}")
     written = [plots.heatmap(
-        [[table[k][c] for c in counts] for k in kinds], kinds, [f"{int(c):,}" for c in counts],
+        [[table[k].get(c, math.nan) for c in counts] for k in kinds], kinds,
+        [f"{int(c):,}" for c in counts],
         run / "heatmap.png", title=title, row_title="test discretization",
         col_title="test points", scale=scale, fmt="{:.1f}" if scale == 100 else "{:.4f}",
         higher_is_better=metric not in _LOWER_IS_BETTER)]

@@ -44,7 +44,7 @@ from ..models import (
 )
 from ..points import PointSet
 from .data import TASKS, TaskData, open_task_data
-from .discretize import DISCRETIZATIONS, RANDOMISED, make_points
+from .discretize import check_discretization, is_randomised, make_points
 
 __all__ = ["MODELS", "TrainConfig", "build_model", "train"]
 
@@ -93,9 +93,7 @@ class TrainConfig:
         if self.model not in MODELS[self.task]:
             raise ValueError(f"unknown {self.task} model {self.model!r}; valid: "
                              f"{', '.join(MODELS[self.task])}")
-        if self.discretization not in DISCRETIZATIONS:
-            raise ValueError(f"unknown discretization {self.discretization!r}; valid: "
-                             f"{', '.join(DISCRETIZATIONS)}")
+        check_discretization(self.discretization)
         for name in ("points", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -295,7 +293,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     net = DistributedDataParallel(model) if world > 1 else model
 
     metric_name = "mse" if config.task == "sdf" else "accuracy"
-    fixed = {} if config.discretization in RANDOMISED else {
+    fixed = {} if is_randomised(config.discretization) else {
         count: make_points(config.discretization, count, data.dim) for count in config.counts}
     last = {}
     for epoch in range(first_epoch, config.epochs):
