@@ -14,6 +14,7 @@ from .. import distributed
 from . import fit as fit_module
 from .dataset import (
     MANIFEST,
+    SHARD_PATTERN,
     DatasetError,
     FieldDataset,
     plan_digest,
@@ -106,7 +107,7 @@ def build_dataset(
                unit="field", disable=not progress)
     for k in mine:
         start, stop = k * shard_size, min(n, (k + 1) * shard_size)
-        if read_shard_entry(out, k, digest) is None:
+        if read_shard_entry(out, k, digest, start, stop - start) is None:
             result = fit_module.fit_fields(images[start:stop], arch, seed=seed + k,
                                            progress=False, **arch_hparams, **fit_options)
             write_shard(out, k, start, result.fields.state_dict(), result.psnr_grid,
@@ -122,7 +123,7 @@ def build_dataset(
     entries, psnr_grid, psnr_offgrid = [], np.zeros(n), np.zeros(n)
     for k in range(n_shards):
         start, stop = k * shard_size, min(n, (k + 1) * shard_size)
-        entry = read_shard_entry(out, k, digest)
+        entry = read_shard_entry(out, k, digest, start, stop - start)
         if entry is None:
             raise DatasetError(f"{out}: shard {k} is missing or damaged after fitting — "
                                "rerun the same command to fit it")
@@ -158,10 +159,11 @@ def _refuse_other_dataset(out: Path, digest: str) -> None:
     if not out.exists():
         return
     manifest = out / MANIFEST
+    other = None
     if manifest.exists():
         try:
             other = json.loads(manifest.read_text()).get("plan")
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             other = None
         if other != digest:
             raise DatasetError(
@@ -173,6 +175,8 @@ def _refuse_other_dataset(out: Path, digest: str) -> None:
         if path.name == MANIFEST or path.name.startswith("."):
             continue
         meta = shard_metadata(path) if path.name.startswith("shard-") else None
+        if meta is None and other == digest and SHARD_PATTERN.fullmatch(path.name):
+            continue  # a shard of this dataset whose header is damaged: refitted below
         if not meta or meta.get("plan") != digest:
             raise DatasetError(
                 f"{out} holds {path.name}, which is not part of this dataset (or its header "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,14 +32,21 @@ from safetensors.torch import load as st_load
 
 from .._io import atomic_write_bytes, content_digest
 from ..points import PointSet
-from .models import build_field
+from .models import FIELD_ARCHS, build_field
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "FieldDataset", "plan_digest",
+__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_CLASSES", "DatasetError", "FieldDataset",
+           "plan_digest",
            "read_shard_entry", "shard_metadata", "shard_name", "write_manifest", "write_shard"]
 
 FORMAT = "dinet-fields"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SHARD_PATTERN = re.compile(r"shard-\d{5}\.safetensors")
+#: Labels are class indices in [0, MAX_CLASSES): a classifier's head has one output per class.
+MAX_CLASSES = 65536
+#: The most fields one dataset may hold (a manifest claiming more is refused before any
+#: allocation).
+MAX_FIELDS = 2**31 - 1
 
 
 class DatasetError(ValueError):
@@ -102,8 +110,10 @@ def write_shard(folder: str | Path, index: int, start: int, state: dict[str, tor
     for name, t in tensors.items():
         if t.shape[0] != count:
             raise ValueError(f"shard tensor {name!r} has {t.shape[0]} rows, expected {count}")
-    data = _serialize(tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                "start": str(start), "count": str(count), "plan": plan})
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "start": str(start),
+                "count": str(count), "plan": plan}
+    metadata["sha256"] = _shard_digest(tensors, metadata)
+    data = _serialize(tensors, metadata)
     name = shard_name(index)
     atomic_write_bytes(folder / name, data)
     return {"file": name, "start": int(start), "count": int(count), "sha256": _sha256(data)}
@@ -122,19 +132,33 @@ def shard_metadata(path: str | Path) -> dict | None:
         return None
 
 
-def read_shard_entry(folder: str | Path, index: int, plan: str) -> dict | None:
-    """The manifest entry of an existing, intact shard of this plan, else ``None``."""
+def _shard_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 of a shard's tensors (names, dtypes, shapes, bytes) and its metadata other than
+    the digest itself: recorded in the shard, so a shard vouches for itself even before (or
+    without) a manifest."""
+    return content_digest({"metadata": {k: v for k, v in metadata.items() if k != "sha256"},
+                           "tensors": tensors})
+
+
+def read_shard_entry(folder: str | Path, index: int, plan: str, start: int,
+                     count: int) -> dict | None:
+    """The manifest entry of shard ``index`` when it is on disk, of this plan, holds fields
+    ``[start, start + count)`` and its contents match the digest it records; else ``None``
+    (missing, damaged, another plan, or written before shards recorded a digest)."""
     path = Path(folder) / shard_name(index)
     meta = shard_metadata(path) if path.exists() else None
     if not meta or meta.get("plan") != plan or meta.get("format") != FORMAT:
         return None
+    if meta.get("start") != str(start) or meta.get("count") != str(count):
+        return None
     data = path.read_bytes()
     try:
-        st_load(data)  # the whole file parses
+        tensors = st_load(data)
     except (ValueError, SafetensorError):
         return None
-    return {"file": path.name, "start": int(meta["start"]), "count": int(meta["count"]),
-            "sha256": _sha256(data)}
+    if meta.get("sha256") != _shard_digest(tensors, meta):
+        return None
+    return {"file": path.name, "start": start, "count": count, "sha256": _sha256(data)}
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> Path:
@@ -145,6 +169,82 @@ def write_manifest(folder: str | Path, manifest: dict) -> Path:
     path = Path(folder) / MANIFEST
     atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode())
     return path
+
+
+def _checked_manifest(manifest, path: Path) -> dict:
+    """The manifest, checked field by field: format, digest, architecture, counts, labels,
+    and shards that are this folder's own files covering [0, n_fields) in order."""
+    def bad(what: str) -> DatasetError:
+        return DatasetError(f"{path} {what} — delete it and rerun `dinet fit` with the same "
+                            "arguments: the intact shards are kept and the manifest is rewritten")
+
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DatasetError(f"{path} is not a {FORMAT} manifest (format={found!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path} has format version {manifest.get('format_version')!r}; this "
+            f"dinet reads version {FORMAT_VERSION} — refit the dataset with this version "
+            "(`dinet fit ...`) or use the dinet release that wrote it"
+        )
+    manifest = dict(manifest)
+    recorded = manifest.pop("sha256", None)
+    if recorded is None:
+        raise bad("records no SHA-256 of its contents, so its integrity cannot be checked")
+    if recorded != content_digest(manifest):
+        raise DatasetError(
+            f"{path} is damaged (its contents do not match the SHA-256 recorded in "
+            "it) — delete it and rerun `dinet fit` with the same arguments: the intact "
+            "shards are kept and the manifest is rewritten"
+        )
+    arch, hparams = manifest.get("arch"), manifest.get("hparams")
+    if arch not in FIELD_ARCHS:
+        raise bad(f"names the field architecture {arch!r}; valid: {sorted(FIELD_ARCHS)}")
+    if not isinstance(hparams, dict):
+        raise bad(f"has hparams {hparams!r}; expected a JSON object")
+    try:
+        build_field(arch, 1, **hparams)
+    except (TypeError, ValueError) as err:
+        raise bad(f"has hyper-parameters a {arch} field does not take ({err})") from None
+    n = manifest.get("n_fields")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_FIELDS:
+        raise bad(f"has n_fields {n!r}; expected an integer in [1, {MAX_FIELDS}]")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise bad(f"has shards {shards!r:.60}; expected a list of shard entries")
+    total = 0
+    for k, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            raise bad(f"has shard entry {k} = {entry!r:.60}; expected a JSON object")
+        if entry.get("file") != shard_name(k):
+            # also what keeps every read inside the dataset folder
+            raise bad(f"lists file {entry.get('file')!r} for shard {k}; expected "
+                      f"{shard_name(k)!r}")
+        start, count, digest = entry.get("start"), entry.get("count"), entry.get("sha256")
+        if start != total or isinstance(start, bool):
+            raise bad(f"says shard {k} starts at field {start!r}; the shards before it end at "
+                      f"{total}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise bad(f"says shard {k} holds {count!r} fields; expected a positive integer")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise bad(f"records no valid SHA-256 for shard {k}")
+        total += count
+    if total != n:
+        raise bad(f"says it holds {n} fields but its shards hold {total}")
+    labels = manifest.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or len(labels) != n:
+            raise bad(f"has {len(labels) if isinstance(labels, list) else labels!r} labels "
+                      f"for {n} fields")
+        if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < MAX_CLASSES
+               for v in labels):
+            raise bad(f"has labels outside the class indices [0, {MAX_CLASSES})")
+    for key in ("psnr_grid", "psnr_offgrid"):
+        values = manifest.get(key, [])
+        if not isinstance(values, list) or len(values) not in (0, n) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            raise bad(f"has a malformed {key} (one number per field expected)")
+    return manifest
 
 
 class FieldDataset:
@@ -180,31 +280,17 @@ class FieldDataset:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise DatasetError(f"{manifest_path} is not valid JSON ({err}) — rerun `dinet fit` "
                                "to rewrite it") from None
-        if manifest.get("format") != FORMAT:
-            raise DatasetError(f"{manifest_path} is not a {FORMAT} manifest "
-                               f"(format={manifest.get('format')!r})")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(
-                f"{manifest_path} has format version {manifest.get('format_version')!r}; this "
-                f"dinet reads version {FORMAT_VERSION} — refit the dataset with this version "
-                "(`dinet fit ...`) or use the dinet release that wrote it"
-            )
-        recorded = manifest.pop("sha256", None)  # absent in manifests written before it was
-        if recorded is not None and recorded != content_digest(manifest):
-            raise DatasetError(
-                f"{manifest_path} is damaged (its contents do not match the SHA-256 recorded in "
-                "it) — delete it and rerun `dinet fit` with the same arguments: the intact "
-                "shards are kept and the manifest is rewritten"
-            )
-        self.manifest = manifest
-        self.arch = manifest["arch"]
-        self.hparams = manifest["hparams"]
-        self.labels = None if manifest.get("labels") is None else np.asarray(manifest["labels"],
-                                                                             dtype=np.int64)
-        self.psnr_grid = np.asarray(manifest.get("psnr_grid", []), dtype=np.float64)
-        self.psnr_offgrid = np.asarray(manifest.get("psnr_offgrid", []), dtype=np.float64)
-        self._shards = manifest["shards"]
+        self.manifest = _checked_manifest(manifest, manifest_path)
+        self.arch = self.manifest["arch"]
+        self.hparams = self.manifest["hparams"]
+        self.labels = (None if self.manifest.get("labels") is None else
+                       np.asarray(self.manifest["labels"], dtype=np.int64))
+        self.psnr_grid = np.asarray(self.manifest.get("psnr_grid", []), dtype=np.float64)
+        self.psnr_offgrid = np.asarray(self.manifest.get("psnr_offgrid", []), dtype=np.float64)
+        self._shards = self.manifest["shards"]
         self._starts = np.asarray([s["start"] for s in self._shards], dtype=np.int64)
+        self._template = {name: t.shape[1:] for name, t in
+                          build_field(self.arch, 1, **self.hparams).state_dict().items()}
         self._loaded: dict[int, dict[str, torch.Tensor]] = {}
         self._samples: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._cache_point_sets = cache_point_sets
@@ -239,10 +325,42 @@ class FieldDataset:
                     "refit that shard"
                 )
             try:
-                self._loaded[s] = st_load(data)
+                tensors = st_load(data)
             except (ValueError, SafetensorError) as err:
                 raise DatasetError(f"{path} cannot be read ({err})") from None
+            self._check_shard(path, entry, tensors)
+            self._loaded[s] = tensors
         return self._loaded[s]
+
+    def _check_shard(self, path: Path, entry: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """The shard's tensors are the ones the manifest's architecture needs, float32 and
+        finite, one row per field, and its labels are the manifest's."""
+        count = entry["count"]
+
+        def bad(what: str) -> DatasetError:
+            return DatasetError(f"{path} {what} — delete it and rerun `dinet fit` with the same "
+                                "arguments to refit that shard")
+
+        expected = {f"field.{k}": (count, *shape) for k, shape in self._template.items()}
+        expected["psnr_grid"] = expected["psnr_offgrid"] = (count,)
+        if self.labels is not None:
+            expected["labels"] = (count,)
+        if set(tensors) != set(expected):
+            missing = sorted(set(expected) - set(tensors))
+            extra = sorted(set(tensors) - set(expected))
+            raise bad(f"does not hold the tensors of a {self.arch} shard (missing {missing}, "
+                      f"unexpected {extra})")
+        for name, shape in expected.items():
+            t = tensors[name]
+            dtype = torch.int64 if name == "labels" else torch.float32
+            if t.dtype != dtype or tuple(t.shape) != shape:
+                raise bad(f"holds {name} as {t.dtype} {tuple(t.shape)}; expected {dtype} {shape}")
+            if name.startswith("field.") and not bool(torch.isfinite(t).all()):
+                raise bad(f"holds NaN or infinite values in {name}")
+        if self.labels is not None:
+            start = entry["start"]
+            if not np.array_equal(tensors["labels"].numpy(), self.labels[start:start + count]):
+                raise bad(f"holds other labels than {MANIFEST}")
 
     def _check_indices(self, indices) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..fields import FieldDataset
+from ..fields.dataset import DatasetError
 from ..points import PointSet
 
 __all__ = ["TASKS", "TaskData", "open_task_data"]
@@ -145,6 +146,10 @@ def open_task_data(task: str, spec: str | Path) -> TaskData:
         raise ValueError(f"{spec!r} names 3-D ball scenes, which only the sdf task reads; "
                          f"the {task} task needs a field dataset folder (dinet fit)")
     dataset = FieldDataset.open(spec)
+    problems = dataset.verify()  # every shard, before anything is trained or written
+    if problems:
+        more = f" (and {len(problems) - 1} more damaged shards)" if len(problems) > 1 else ""
+        raise DatasetError(problems[0] + more)
     source = _source_name(dataset)
     if task == "classify":
         if dataset.labels is None:

@@ -1,0 +1,225 @@
+"""Hostile but realistic inputs: tampered datasets, killed runs, bad files and values.
+
+Every case must end as a clear error (a ``ValueError`` naming the file or value and the
+remedy; through the CLI: one line on stderr, exit code 2, nothing written) or a correct
+result — never a traceback, never a silent change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load as st_load
+
+import dinet.points as P
+from dinet.cli import main
+from dinet.fields import FieldDataset
+from dinet.fields import build as build_module
+from dinet.fields.build import build_dataset
+from dinet.fields.dataset import (
+    DatasetError,
+    _serialize,
+    shard_metadata,
+    write_manifest,
+    write_shard,
+)
+
+FIT = dict(arch_hparams={"width": 8, "depth": 2}, fit_options={"max_steps": 10,
+                                                              "meta_steps": 2},
+           shard_size=4, seed=0, progress=False)
+
+
+def _images(n=12, size=8):
+    rng = np.random.default_rng(0)
+    return rng.random((n, size, size, 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """A labelled dataset of 12 fields in 3 shards, never modified (tests copy it)."""
+    path = tmp_path_factory.mktemp("clean") / "ds"
+    build_dataset(path, _images(), np.arange(12) % 3, **FIT)
+    return path
+
+
+@pytest.fixture
+def ds_path(clean, tmp_path):
+    path = tmp_path / "ds"
+    shutil.copytree(clean, path)
+    return path
+
+
+def _manifest(path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def _resign(path, manifest: dict) -> None:
+    """Rewrite the manifest with a fresh digest: a tamperer who knows the format."""
+    write_manifest(path, {k: v for k, v in manifest.items()
+                          if k not in ("format", "format_version", "sha256")})
+
+
+def _rewrite_shard(path, k: int, change) -> None:
+    """Replace shard k by one whose tensors ``change`` edits, and re-sign the manifest with the
+    new file's hash (so only the content checks can notice)."""
+    manifest = _manifest(path)
+    entry = manifest["shards"][k]
+    tensors = st_load((path / entry["file"]).read_bytes())
+    state = {name[len("field."):]: t for name, t in tensors.items() if name.startswith("field.")}
+    change(state)
+    manifest["shards"][k] = write_shard(path, k, entry["start"], state, tensors["psnr_grid"],
+                                        tensors["psnr_offgrid"], tensors["labels"],
+                                        manifest["plan"])
+    _resign(path, manifest)
+
+
+def _flip_inside(path, tensor: str) -> None:
+    """Flip one bit inside the data of ``tensor`` (header intact, file still parses)."""
+    data = bytearray(path.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    begin, _ = json.loads(data[8:8 + header_len])[tensor]["data_offsets"]
+    data[8 + header_len + begin + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+# --- 1. a rerun never re-approves a corrupted shard -----------------------------------------
+
+
+def test_rerun_refits_exactly_the_damaged_shard(ds_path, clean, monkeypatch):
+    shard = ds_path / "shard-00001.safetensors"
+    _flip_inside(shard, "field.layers.1.weight")
+    problems = FieldDataset.open(ds_path).verify()
+    assert len(problems) == 1 and "shard-00001" in problems[0]
+    fitted = []
+    real = build_module.fit_module.fit_fields
+    monkeypatch.setattr(build_module.fit_module, "fit_fields",
+                        lambda images, *a, **k: (fitted.append(len(images)),
+                                                 real(images, *a, **k))[1])
+    build_dataset(ds_path, _images(), np.arange(12) % 3, **FIT)
+    assert fitted == [4]  # the damaged shard, and only it
+    assert FieldDataset.open(ds_path).verify() == []
+    for p in clean.iterdir():  # bit for bit the clean dataset again
+        assert (ds_path / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_rerun_refits_a_shard_whose_header_is_damaged(ds_path, clean):
+    shard = ds_path / "shard-00002.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF  # inside the JSON header: the file no longer parses
+    shard.write_bytes(bytes(data))
+    build_dataset(ds_path, _images(), np.arange(12) % 3, **FIT)
+    assert shard.read_bytes() == (clean / shard.name).read_bytes()
+
+
+def test_shard_without_a_recorded_digest_is_refitted(ds_path, clean, monkeypatch):
+    """A shard that cannot vouch for itself (a hand-made file of the right plan) is not
+    trusted: the rerun fits it again."""
+    manifest = _manifest(ds_path)
+    (ds_path / "manifest.json").unlink()
+    entry = manifest["shards"][0]
+    tensors = st_load((ds_path / entry["file"]).read_bytes())
+    meta = {k: v for k, v in shard_metadata(ds_path / entry["file"]).items() if k != "sha256"}
+    tensors["field.layers.0.bias"] += 1.0
+    (ds_path / entry["file"]).write_bytes(_serialize(tensors, meta))
+    build_dataset(ds_path, _images(), np.arange(12) % 3, **FIT)
+    assert (ds_path / entry["file"]).read_bytes() == (clean / entry["file"]).read_bytes()
+
+
+# --- 3. shard contents are checked against the manifest's architecture ----------------------
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: s["layers.1.weight"].fill_(float("nan")), "NaN or infinite values"),
+    (lambda s: s.update({"layers.1.weight": s["layers.1.weight"].long()}), "torch.int64"),
+    (lambda s: s.update({"layers.0.weight": s["layers.0.weight"].transpose(1, 2).contiguous()}),
+     r"torch.float32 \(4, 8, 2\); expected torch.float32 \(4, 2, 8\)"),
+    (lambda s: s.pop("layers.1.bias"), r"missing \['field.layers.1.bias'\]"),
+    (lambda s: s.update({"extra": torch.zeros(4)}), r"unexpected \['field.extra'\]"),
+], ids=["nan", "int64", "transposed", "missing", "extra"])
+def test_shard_contents_must_fit_the_architecture(ds_path, change, message, capsys):
+    _rewrite_shard(ds_path, 1, change)
+    ds = FieldDataset.open(ds_path)
+    problems = ds.verify()
+    assert len(problems) == 1 and "shard-00001" in problems[0]
+    assert re.search(message, problems[0]), problems[0]
+    with pytest.raises(DatasetError, match="shard-00001.*rerun `dinet fit`"):
+        ds.fields([5])
+    assert ds.fields([0, 9]).n_fields == 2  # the other shards still load
+    out = ds_path.parent / "run"
+    assert main(["train", "--fields", str(ds_path), "--points", "16", "--epochs", "1",
+                 "--batch-size", "4", "--model", "dinet2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "shard-00001" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+# --- 4, 5 and the manifest's schema ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.update(n_fields=10**12), "n_fields 1000000000000"),
+    (lambda m: m.update(n_fields=-5), "n_fields -5"),
+    (lambda m: m.update(n_fields=100), "holds 100 fields but its shards hold 12"),
+    (lambda m: m.update(labels=[-3] * 12), r"labels outside the class indices \[0, 65536\)"),
+    (lambda m: m.update(labels=[1, 2]), "2 labels for 12 fields"),
+    (lambda m: m.update(labels=[10**9] * 12), "labels outside the class indices"),
+    (lambda m: m.update(shards="oops"), "has shards 'oops'"),
+    (lambda m: m.pop("arch"), "field architecture None"),
+    (lambda m: m.update(hparams={**m["hparams"], "colour": 3}), "does not take"),
+    (lambda m: m["shards"][1].update(start=5), "shard 1 starts at field 5; the shards before "
+                                               "it end at 4"),
+    (lambda m: m["shards"][0].update(start=5), "shard 0 starts at field 5"),
+    (lambda m: m["shards"][2].update(file="../../etc/passwd"), "lists file '../../etc/passwd'"),
+    (lambda m: m["shards"][2].update(file="/etc/passwd"), "lists file '/etc/passwd'"),
+    (lambda m: m["shards"][0].update(count=0), "holds 0 fields"),
+    (lambda m: m["shards"][0].update(sha256=None), "no valid SHA-256 for shard 0"),
+])
+def test_tampered_but_resigned_manifest_is_refused(ds_path, edit, message, capsys):
+    manifest = _manifest(ds_path)
+    edit(manifest)
+    _resign(ds_path, manifest)
+    with pytest.raises(DatasetError, match=message):
+        FieldDataset.open(ds_path)
+    out = ds_path.parent / "run"
+    assert main(["train", "--fields", str(ds_path), "--points", "16", "--epochs", "1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_manifest_without_its_digest_or_of_another_shape_is_refused(ds_path):
+    manifest = _manifest(ds_path)
+    manifest.pop("sha256")
+    (ds_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="records no SHA-256"):
+        FieldDataset.open(ds_path)
+    (ds_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="not a dinet-fields manifest"):
+        FieldDataset.open(ds_path)
+
+
+def test_paths_outside_the_folder_are_never_read(ds_path, monkeypatch):
+    """The same error whether the outside path exists or not: nothing is probed."""
+    manifest = _manifest(ds_path)
+    messages = []
+    for target in ("/etc/hostname", "/nonexistent/file"):
+        manifest["shards"][2]["file"] = target
+        _resign(ds_path, manifest)
+        with pytest.raises(DatasetError) as info:
+            FieldDataset.open(ds_path)
+        messages.append(str(info.value).replace(target, "X"))
+    assert messages[0] == messages[1]
+
+
+def test_values_read_from_a_good_dataset_are_unchanged(ds_path, clean):
+    """The checks reject nothing that is right."""
+    a, b = FieldDataset.open(ds_path), FieldDataset.open(clean)
+    pts = P.sobol(32, seed=0)
+    assert torch.equal(a.sample(range(12), pts), b.sample(range(12), pts))
+    assert a.verify() == []
