@@ -54,6 +54,7 @@ MODELS = {
     "segment": ("dinet-unet", *(p for p in SEGMENTER_PRESETS if p != "dinet-unet"), "cnn"),
     "sdf": ("sdfnet", "cnn"),
 }
+_GLOBAL_RNG = 7919  # a key of the per-step seed of torch's global generator
 #: The ``format`` record of ``train_state.pt`` (optimizer, schedule, epoch, weights).
 STATE_FORMAT = "dinet-train-state-1"
 #: Query points per item and step for the sdf task (fresh scrambled Sobol each step).
@@ -312,6 +313,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                                                             data.dim, seed=seed)
             part = distributed.local_part(len(idx))
             mine = part.stop - part.start
+            # What the step draws from the global generator (dropout) depends on the step
+            # alone, so a resumed run draws what an uninterrupted one does.
+            torch.manual_seed(_derived_seed(config.seed, epoch, step, _GLOBAL_RNG,
+                                            distributed.rank()))
             loss, metric, count = _step_loss(config, net, data, idx, points, seed, part,
                                              device, config.bf16)
             # DDP averages over the ranks: weigh each rank's mean loss by its share of the
