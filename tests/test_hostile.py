@@ -223,3 +223,158 @@ def test_values_read_from_a_good_dataset_are_unchanged(ds_path, clean):
     pts = P.sobol(32, seed=0)
     assert torch.equal(a.sample(range(12), pts), b.sample(range(12), pts))
     assert a.verify() == []
+
+
+# --- 6. image sources ----------------------------------------------------------------------
+
+
+FAST_FIT = ["--max-steps", "5", "--width", "8", "--shard-size", "4"]
+
+
+def test_sixteen_bit_pngs_are_scaled_and_hidden_folders_ignored(tmp_path):
+    image_mod = pytest.importorskip("PIL.Image", reason="Pillow reads image folders")
+    from dinet.data.sources import load_image_folder
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)  # 0 .. 63,000 of 65,535
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        image_mod.fromarray(ramp).save(tmp_path / "imgs" / cls / "0.png")
+    (tmp_path / "imgs" / ".ipynb_checkpoints").mkdir()
+    image_mod.fromarray(ramp).save(tmp_path / "imgs" / ".ipynb_checkpoints" / "x.png")
+    image_mod.fromarray(ramp).save(tmp_path / "imgs" / "a" / ".hidden.png")
+    images, labels, classes = load_image_folder(tmp_path / "imgs", 8)
+    assert classes == ["a", "b"] and labels.tolist() == [0, 1]
+    np.testing.assert_allclose(images[0, ..., 0], ramp / 65535.0, atol=1e-6)
+
+
+def test_bad_sources_are_one_line_errors_and_write_nothing(tmp_path, capsys, monkeypatch):
+    image_mod = pytest.importorskip("PIL.Image", reason="Pillow reads image folders")
+    images = (np.random.default_rng(0).random((4, 8, 8)) * 255).astype(np.uint8)
+    cases = {}
+    (tmp_path / "notzip.npz").write_text("hello")
+    cases["notzip"] = (f"npz:{tmp_path / 'notzip.npz'}", "not a readable .npz archive")
+    np.save(tmp_path / "plain.npy", images)
+    cases["npy"] = (f"npz:{tmp_path / 'plain.npy'}", "is a .npy file holding one array")
+    np.savez(tmp_path / "huge.npz", images=images, labels=np.array([0, 1, 10**9, 2]))
+    cases["labels"] = (f"npz:{tmp_path / 'huge.npz'}", "class indices below 65536")
+    (tmp_path / "bomb" / "a").mkdir(parents=True)
+    image_mod.new("L", (40, 40)).save(tmp_path / "bomb" / "a" / "big.png")
+    cases["bomb"] = (f"folder:{tmp_path / 'bomb'}", "big.png")
+    monkeypatch.setattr(image_mod, "MAX_IMAGE_PIXELS", 100)  # 40 x 40 > 2 x 100: a bomb
+    for name, (source, message) in cases.items():
+        out = tmp_path / f"out-{name}"
+        assert main(["fit", "--source", source, "--size", "8", "--out", str(out),
+                     *FAST_FIT]) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert not out.exists(), name
+    np.savez(tmp_path / "ok.npz", images=images)
+    assert main(["fit", "--source", f"npz:{tmp_path / 'ok.npz'}", "--size", "100000",
+                 "--out", str(tmp_path / "big"), *FAST_FIT]) == 2
+    assert "--size must be an integer in [1, 4096]" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("x")
+    assert main(["fit", "--source", f"npz:{tmp_path / 'ok.npz'}", "--size", "8",
+                 "--out", str(tmp_path / "a-file" / "ds"), *FAST_FIT]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+# --- run folders ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run(clean, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--fields", str(clean), "--points", "16", "--epochs", "1",
+                 "--batch-size", "4", "--model", "dinet2", "--out", str(out)]) == 0
+    return out
+
+
+def test_damaged_run_files_are_one_line_errors(run, clean, tmp_path, capsys, monkeypatch):
+    capsys.readouterr()
+    eval_args = ["eval", "--run", str(run), "--fields", str(clean), "--points", "16",
+                 "--discretizations", "sobol", "--no-plots"]
+    (run / "config.json").write_text("[1]")
+    assert main(eval_args) == 2
+    assert "holds a JSON list, not an object" in capsys.readouterr().err
+    assert main(["train", "--fields", str(clean), "--points", "16", "--epochs", "2",
+                 "--batch-size", "4", "--model", "dinet2", "--out", str(run), "--resume"]) == 2
+    assert "config.json holds a JSON list" in capsys.readouterr().err
+    (run / "config.json").write_text(json.dumps({"task": "paint"}))
+    assert main(eval_args) == 2
+    assert "names the task 'paint'" in capsys.readouterr().err
+    (run / "config.json").write_text(json.dumps({"task": "classify"}))
+    assert main(eval_args) == 0
+    results = json.loads((run / "results.json").read_text())
+    results.pop("metrics")
+    (run / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
+    assert "has no 'metrics'" in capsys.readouterr().err
+    assert not (tmp_path / "rep").exists()
+    # a run folder that cannot be written: refused before any scoring
+    (run / "results.json").unlink()
+    monkeypatch.setattr("os.access", lambda *a, **k: False)
+    assert main(eval_args) == 2
+    assert "cannot write into" in capsys.readouterr().err
+    assert not (run / "results.json").exists()
+
+
+# --- dtypes: alike in every layer ------------------------------------------------------------
+
+
+def _layers():
+    from dinet.nn import (
+        DIAttention,
+        DIAvgPool,
+        DIBatchNorm,
+        DIConv,
+        DIMaxPool,
+        GlobalAvgPool,
+        GlobalMaxPool,
+        PointwiseLinear,
+        Resample,
+    )
+
+    torch.manual_seed(0)
+    return {
+        "conv-spline": DIConv(3, 4, 3, spacing=0.2),
+        "conv-mlp": DIConv(3, 4, 3, spacing=0.2, kernel="mlp", n_basis=4, hidden=8),
+        "avgpool": DIAvgPool(3, spacing=0.2),
+        "maxpool": DIMaxPool(3, spacing=0.2),
+        "global-avg": GlobalAvgPool(),
+        "global-max": GlobalMaxPool(),
+        "batchnorm": DIBatchNorm(3),
+        "resample": Resample("linear", support=0.3),
+        "attention-global": DIAttention(3, 1),
+        "attention-local": DIAttention(3, 1, support=0.4),
+        "pointwise": PointwiseLinear(3, 4),
+    }
+
+
+def _call(name, layer, x, points):
+    if name == "resample":
+        return layer(x, points, P.sobol(32, seed=9))
+    return layer(x, points)
+
+
+@pytest.mark.parametrize("name", list(_layers()))
+def test_every_layer_takes_half_precision_and_refuses_other_dtypes_alike(name):
+    layer = _layers()[name]
+    points = P.sobol(256, seed=0)
+    x = torch.randn(2, 256, 3)
+    with torch.no_grad():
+        ref = _call(name, layer, x, points)
+        for dtype in (torch.float16, torch.bfloat16):  # computed in float32 on the CPU
+            out = _call(name, layer, x.to(dtype), points)
+            assert out.dtype == dtype, (name, dtype)
+            err = float((out.float() - ref).norm() / ref.norm())
+            assert err < 2e-2, (name, dtype, err)
+        with pytest.raises(ValueError, match=r"torch.int64 values.*x.float\(\)"):
+            _call(name, layer, x.long(), points)
+        if any(True for _ in layer.parameters()):
+            with pytest.raises(ValueError, match="float64 values but the layer's parameters "
+                                                 "are torch.float32"):
+                _call(name, layer, x.double(), points)
+            out = _call(name, layer.double(), x.double(), points)  # converted: it runs
+            assert out.dtype == torch.float64
+        else:  # nothing to mismatch: float64 values give float64 results
+            assert _call(name, layer, x.double(), points).dtype == torch.float64

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "content_digest",
-           "pop_verified_digest", "read_json", "save_with_digest"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "check_writable",
+           "content_digest", "pop_verified_digest", "read_json", "save_with_digest"]
 
 
 def _umask() -> int:
@@ -87,14 +87,42 @@ def content_digest(obj) -> str:
     return h.hexdigest()
 
 
-def read_json(path: str | os.PathLike, remedy: str):
-    """The parsed JSON file at ``path``; a file that is not valid JSON (truncated, edited,
-    another kind of file) raises a ValueError naming it and ``remedy``."""
+def read_json(path: str | os.PathLike, remedy: str, *, keys: tuple[str, ...] = ()) -> dict:
+    """The JSON object in the file at ``path``, holding at least ``keys``; a file that is not
+    valid JSON (truncated, edited, another kind of file), not an object, or without one of
+    ``keys`` raises a ValueError naming it and ``remedy``."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}) — {remedy}") from None
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read ({err.strerror}) — {remedy}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object — {remedy}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(map(repr, missing))} — {remedy}")
+    return value
+
+
+def check_writable(folder: str | os.PathLike, flag: str = "--out") -> Path:
+    """Raise a ValueError naming ``folder`` (given as ``flag``) unless files can be written
+    into it: it is a writable folder, or the nearest existing folder above it is one (it
+    will be created). Nothing is created here, so a refused command leaves nothing behind."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"{flag} {folder}: {probe} is a file, not a folder — choose another "
+                         f"{flag}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {folder}: cannot write into {probe} (permission denied or a "
+                         f"read-only file system) — choose another {flag}")
+    return folder
 
 
 def save_with_digest(payload: dict, path: str | os.PathLike) -> Path:

@@ -446,9 +446,11 @@ def _fit(args) -> None:
     import datetime
 
     from . import distributed
+    from ._io import check_writable
     from .data import load_source
     from .fields.build import build_dataset
 
+    check_writable(args.out)  # before loading or fitting anything
     images, labels, info = load_source(args.source, split=args.split, limit=args.limit,
                                        size=args.size, data_dir=args.data, seed=args.seed)
     arch_hparams = {k: v for k, v in (("width", args.width), ("depth", args.depth),
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 include_global_attention=args.global_attention, device=args.device,
                 out=args.out,
             )
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: the file system refused (named in it)
         print(f"dinet: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ import numpy as np
 from .fashion_mnist import resize_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Labels are class indices below this (a classifier has one output per class).
+MAX_CLASSES = 65536
+#: The largest image side ``dinet fit --size`` takes (a field per image is fitted to it).
+MAX_SIZE = 4096
 
 
 def to_unit_images(images: np.ndarray, name: str = "images") -> np.ndarray:
@@ -70,14 +75,24 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise ValueError(f"no file at {path} — pass npz:FILE with an existing .npz archive "
                          "holding an 'images' array (and optionally 'labels')")
-    with np.load(path, allow_pickle=False) as archive:
+    remedy = "save it with numpy.savez(path, images=..., labels=...)"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .npz archive ({error}) — {remedy}") from None
+    if isinstance(archive, np.ndarray):
+        raise ValueError(f"{path} is a .npy file holding one array, not a .npz archive — "
+                         f"{remedy}")
+    with archive:
         if "images" not in archive.files:
             raise ValueError(
-                f"{path}: no array named 'images' (found {sorted(archive.files)}); save with "
-                f"np.savez(path, images=..., labels=...)"
+                f"{path}: no array named 'images' (found {sorted(archive.files)}); {remedy}"
             )
-        raw_images = archive["images"]
-        raw_labels = archive["labels"] if "labels" in archive.files else None
+        try:
+            raw_images = archive["images"]
+            raw_labels = archive["labels"] if "labels" in archive.files else None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path}: an array cannot be read ({error}) — {remedy}") from None
     try:
         images = to_unit_images(raw_images)
     except ValueError as error:
@@ -95,6 +110,9 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"{path}: labels must be integers; got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
         raise ValueError(f"{path}: labels must be >= 0; got {int(labels.min())}")
+    if labels.size and labels.max() >= MAX_CLASSES:
+        raise ValueError(f"{path}: labels are class indices below {MAX_CLASSES}; got "
+                         f"{int(labels.max())} — number your classes 0, 1, 2, ...")
     return images, labels.astype(np.int64)
 
 
@@ -104,12 +122,21 @@ def _read_image(path: Path, channels: int | None) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
+            wide = image.mode.startswith("I") or image.mode == "F"  # 16/32-bit or float gray
+            gray = wide or image.mode in ("1", "L", "LA")
             wanted = channels if channels is not None else (1 if gray else 3)
+            if wide:
+                # 16-bit PNGs open as I;16 or I: scale 0..65535 to [0, 1] (converting to
+                # 8 bits would clip everything above 255 to white); float images are
+                # taken as [0, 1].
+                array = np.asarray(image, dtype=np.float32)
+                array = np.clip(array / (1.0 if image.mode == "F" else 65535.0), 0.0, 1.0)
+                array = np.repeat(array[..., None], wanted, axis=-1)
+                return array
             # RGBA / LA lose their alpha here (no compositing over a background).
             array = np.asarray(image.convert("L" if wanted == 1 else "RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
     if array.ndim == 2:
         array = array[..., None]
     return array.astype(np.float32) / 255.0
@@ -143,7 +170,9 @@ def load_image_folder(
         raise ValueError(f"channels must be None, 1 or 3; got {channels}")
     if not root.is_dir():
         raise ValueError(f"image folder {root} does not exist or is not a folder")
-    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    # Hidden folders (.ipynb_checkpoints, .git, ...) and files are not data.
+    classes = sorted(entry.name for entry in root.iterdir()
+                     if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise ValueError(
             f"image folder {root} has no class sub-folders; lay it out as "
@@ -152,7 +181,8 @@ def load_image_folder(
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(classes):
         members = sorted(
-            f for f in (root / name).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            f for f in (root / name).iterdir()
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
         )
         if not members:
             raise ValueError(
@@ -198,6 +228,8 @@ def load_source(spec: str, split: str = "train", limit: int | None = None,
 
     if size is None:
         size = 64 if spec == "scenes" else 32
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+        raise ValueError(f"--size must be an integer in [1, {MAX_SIZE}]; got {size!r}")
     info = {"source": spec, "split": split, "limit": limit, "size": size}
     if spec == "fashion-mnist":
         images, labels = fashion_mnist.load_fashion_mnist(split, data_dir=data_dir, limit=limit)
@@ -221,5 +253,17 @@ def load_source(spec: str, split: str = "train", limit: int | None = None,
     else:
         raise ValueError(f"unknown source {spec!r}; valid: {', '.join(SOURCES)}")
     if images.shape[1:3] != (size, size):
+        _check_memory(len(images) * size * size * images.shape[-1] * 4 * 3, f"--size {size}")
         images = resize_images(images, size)
     return images, labels, info
+
+
+def _check_memory(needed: int, what: str) -> None:
+    """Refuse an allocation of ``needed`` bytes that the machine does not have."""
+    from .._memory import available_memory
+
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"{what} needs ~{needed / 2**30:.1f} GiB for the images, more than "
+                         f"the {available / 2**30:.1f} GiB available — use a smaller size or "
+                         "--limit")

@@ -14,7 +14,7 @@ from torch import nn
 from ..neighbors import box_neighbors, check_stencil_budget, stencil_cache
 from ..neighbors.budget import search_bytes_per_pair
 from ..points import PointSet
-from .base import DIModule, check_points, check_values
+from .base import DIModule, check_points, check_values, upcast_on_cpu
 
 __all__ = ["DIAttention", "global_attention", "local_attention"]
 
@@ -325,7 +325,7 @@ class DIAttention(DIModule):
 
     def _queries(self, x, points_in, points_out, query) -> torch.Tensor:
         if query is not None:
-            return check_values(query, points_out, self.embed_dim, name="query")
+            return check_values(query, points_out, self.embed_dim, name="query", module=self)
         if points_out is not points_in:
             m = len(points_out)
             prefix = m <= len(points_in) and torch.equal(
@@ -356,10 +356,14 @@ class DIAttention(DIModule):
         value: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from the queries at ``points_out`` to the field ``x`` on ``points_in``."""
+        if upcast_on_cpu(x):  # the CPU's sparse kernels take float32/float64 only
+            up = (None if t is None else t.float() for t in (query, value))
+            return self.forward(x.float(), points_in, points_out, next(up),
+                                value=next(up)).to(x.dtype)
         check_points(points_in, self.dim, "points_in")
         points_out = points_in if points_out is None else points_out
         check_points(points_out, self.dim, "points_out")
-        check_values(x, points_in, self.kdim)
+        check_values(x, points_in, self.kdim, module=self)
         if value is None:
             if self.vdim != self.kdim:
                 raise ValueError(
@@ -368,7 +372,7 @@ class DIAttention(DIModule):
                 )
             value = x
         else:
-            check_values(value, points_in, self.vdim, name="value")
+            check_values(value, points_in, self.vdim, name="value", module=self)
         query = self._queries(x, points_in, points_out, query)
         if query.shape[0] != x.shape[0] or value.shape[0] != x.shape[0]:
             raise ValueError(

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..points import PointSet
 
-__all__ = ["DIModule", "check_points", "check_values", "per_axis"]
+__all__ = ["DIModule", "check_dtype", "check_points", "check_values", "per_axis",
+           "upcast_on_cpu"]
 
 
 def check_points(points, dim: int | None = None, name: str = "points") -> PointSet:
@@ -24,8 +25,15 @@ def check_points(points, dim: int | None = None, name: str = "points") -> PointS
 
 
 def check_values(x: torch.Tensor, points: PointSet, channels: int | None = None,
-                 name: str = "x") -> torch.Tensor:
-    """``x`` must be ``(B, N, C)`` with N = len(points) (and C = ``channels`` when given)."""
+                 name: str = "x", module: nn.Module | None = None) -> torch.Tensor:
+    """``x`` must be ``(B, N, C)`` with N = len(points) (and C = ``channels`` when given),
+    of a floating dtype the layer computes in.
+
+    Dtypes, alike in every layer: integer values are refused (say ``x.float()``); float16 and
+    bfloat16 values are taken (on the CPU, whose sparse kernels lack them, a layer computes in
+    float32 and returns the input's dtype: see :func:`upcast_on_cpu`); float32 values into a
+    float64 layer (``module``'s parameters) or the other way round are refused rather than
+    silently promoted, as torch's own layers do."""
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(
@@ -39,7 +47,30 @@ def check_values(x: torch.Tensor, points: PointSet, channels: int | None = None,
         )
     if channels is not None and x.shape[2] != channels:
         raise ValueError(f"{name} has C={x.shape[2]} channels but this layer expects {channels}")
+    return check_dtype(x, name, module)
+
+
+def check_dtype(x: torch.Tensor, name: str = "x", module: nn.Module | None = None
+                ) -> torch.Tensor:
+    """The dtype part of :func:`check_values`."""
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} holds {x.dtype} values; DI layers integrate floating-point "
+                         f"values — pass {name}.float()")
+    param = next(module.parameters(), None) if module is not None else None
+    full = (torch.float32, torch.float64)
+    if param is not None and x.dtype != param.dtype and x.dtype in full and param.dtype in full:
+        raise ValueError(f"{name} holds {x.dtype} values but the layer's parameters are "
+                         f"{param.dtype} — convert one: layer.to({x.dtype}) or "
+                         f"{name}.to({param.dtype})")
     return x
+
+
+def upcast_on_cpu(x: torch.Tensor) -> bool:
+    """Whether ``x`` is float16/bfloat16 on the CPU, where the sparse kernels (torch's CSR
+    matmul, the compiled ones) do not take it: layers then compute in float32 and return
+    ``x``'s dtype."""
+    return (isinstance(x, torch.Tensor) and x.device.type == "cpu"
+            and x.dtype in (torch.float16, torch.bfloat16))
 
 
 def per_axis(value, dim: int, name: str, kind=float) -> tuple:

@@ -13,7 +13,7 @@ from ..neighbors import Stencil
 from ..points import PointSet
 from ._gridconv import grid_conv, grid_plan
 from ._lattice import window_output_points
-from .base import DIModule, check_points, check_values, per_axis
+from .base import DIModule, check_points, check_values, per_axis, upcast_on_cpu
 from .functional import stencil_conv
 from .kernels import (
     MLPBasis,
@@ -206,7 +206,10 @@ class DIConv(DIModule):
     def forward(
         self, x: torch.Tensor, points_in: PointSet, points_out: PointSet | None = None
     ) -> torch.Tensor:
-        check_values(x, check_points(points_in, self.dim, "points_in"), self.in_channels)
+        check_values(x, check_points(points_in, self.dim, "points_in"), self.in_channels,
+                     module=self)
+        if upcast_on_cpu(x):  # the CPU's sparse kernels take float32/float64 only
+            return self.forward(x.float(), points_in, points_out).to(x.dtype)
         fast = self.grid_fast_path
         if fast is None:
             fast = x.device.type != "cpu"

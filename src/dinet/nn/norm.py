@@ -155,7 +155,7 @@ class _PointNorm(DIModule):
     def _check_inputs(self, x: torch.Tensor, points_in: PointSet,
                       points_out: PointSet | None) -> None:
         check_points(points_in, name="points_in")
-        check_values(x, points_in, self.num_features)
+        check_values(x, points_in, self.num_features, module=self)
         check_same_points(points_in, points_out, type(self).__name__)
 
     def _normalise(self, x: torch.Tensor, centred: torch.Tensor,

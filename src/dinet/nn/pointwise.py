@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..points import PointSet
-from .base import DIModule, check_points, check_values
+from .base import DIModule, check_dtype, check_points, check_values
 
 __all__ = ["PointwiseLinear", "PointwiseMLP", "PositionalEncoding", "check_same_points"]
 
@@ -47,19 +47,32 @@ def _check_positive_int(value, name: str) -> int:
 
 
 def _check_channels_last(x: torch.Tensor, points_in: PointSet | None, channels: int,
-                         layer: str) -> None:
+                         layer: nn.Module) -> None:
     if points_in is not None:
         check_points(points_in, name="points_in")
-        check_values(x, points_in, channels)
+        check_values(x, points_in, channels, module=layer)
         return
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(
-            f"{layer} expects x of shape (B, N, C); got {shape} — add a batch dimension with "
-            "x.unsqueeze(0), or move channels last"
+            f"{type(layer).__name__} expects x of shape (B, N, C); got {shape} — add a batch "
+            "dimension with x.unsqueeze(0), or move channels last"
         )
     if x.shape[2] != channels:
-        raise ValueError(f"x has C={x.shape[2]} channels but this {layer} expects {channels}")
+        raise ValueError(f"x has C={x.shape[2]} channels but this {type(layer).__name__} "
+                         f"expects {channels}")
+    check_dtype(x, module=layer)
+
+
+def _in_param_dtype(x: torch.Tensor, module: nn.Module, fn: Callable) -> torch.Tensor:
+    """``fn(x)``; float16/bfloat16 values into a full-precision layer (outside autocast, which
+    casts by itself) are computed in the parameters' dtype and returned in their own, as
+    every sparse layer does on the CPU."""
+    dtype = next(module.parameters()).dtype
+    if (x.dtype in (torch.float16, torch.bfloat16) and x.dtype != dtype
+            and not torch.is_autocast_enabled(x.device.type)):
+        return fn(x.to(dtype)).to(x.dtype)
+    return fn(x)
 
 
 class PointwiseLinear(DIModule):
@@ -104,9 +117,9 @@ class PointwiseLinear(DIModule):
 
     def forward(self, x: torch.Tensor, points_in: PointSet | None = None,
                 points_out: PointSet | None = None) -> torch.Tensor:
-        _check_channels_last(x, points_in, self.in_channels, type(self).__name__)
+        _check_channels_last(x, points_in, self.in_channels, self)
         check_same_points(points_in, points_out, type(self).__name__)
-        return F.linear(x, self.weight, self.bias)
+        return _in_param_dtype(x, self, lambda v: F.linear(v, self.weight, self.bias))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"
@@ -195,9 +208,9 @@ class PointwiseMLP(DIModule):
 
     def forward(self, x: torch.Tensor, points_in: PointSet | None = None,
                 points_out: PointSet | None = None) -> torch.Tensor:
-        _check_channels_last(x, points_in, self.in_channels, type(self).__name__)
+        _check_channels_last(x, points_in, self.in_channels, self)
         check_same_points(points_in, points_out, type(self).__name__)
-        return self.net(x)
+        return _in_param_dtype(x, self, self.net)
 
 
 class PositionalEncoding(DIModule):

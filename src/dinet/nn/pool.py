@@ -14,7 +14,7 @@ from .. import _compiled
 from ..neighbors import Stencil, stencil_cache
 from ..points import PointSet
 from ._lattice import window_output_points
-from .base import DIModule, check_points, check_values, per_axis
+from .base import DIModule, check_points, check_values, per_axis, upcast_on_cpu
 from .functional import sparse_matmul
 from .kernels import MAX_WEIGHT_RATIO, PairStencil, pair_stencil
 
@@ -106,6 +106,8 @@ class DIAvgPool(_BoxPool):
 
     def forward(self, x: torch.Tensor, points_in: PointSet,
                 points_out: PointSet | None = None) -> torch.Tensor:
+        if upcast_on_cpu(x):  # the CPU's sparse kernels take float32/float64 only
+            return self.forward(x.float(), points_in, points_out).to(x.dtype)
         points_out = self._points(x, points_in, points_out)
         key = ("avgpool", points_in.digest, points_out.digest, self.support,
                self.count_include_pad)
@@ -161,6 +163,8 @@ class DIMaxPool(_BoxPool):
 
     def forward(self, x: torch.Tensor, points_in: PointSet,
                 points_out: PointSet | None = None) -> torch.Tensor:
+        if upcast_on_cpu(x):  # the CPU's sparse kernels take float32/float64 only
+            return self.forward(x.float(), points_in, points_out).to(x.dtype)
         points_out = self._points(x, points_in, points_out)
         return _BoxMax.apply(x.contiguous(), pair_stencil(points_in, points_out, self.support))
 

@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 from ..neighbors import Stencil, box_neighbors, check_stencil_budget, stencil_cache
 from ..neighbors.budget import search_bytes_per_pair
 from ..points import PointSet
-from .base import DIModule, check_points, check_values, per_axis
+from .base import DIModule, check_points, check_values, per_axis, upcast_on_cpu
 from .functional import sparse_matmul
 
 __all__ = ["Resample"]
@@ -71,6 +71,8 @@ class Resample(DIModule):
     def forward(self, x: torch.Tensor, points_in: PointSet,
                 points_out: PointSet | None = None) -> torch.Tensor:
         check_values(x, check_points(points_in, self.dim, "points_in"))
+        if upcast_on_cpu(x):  # the CPU's sparse kernels take float32/float64 only
+            return self.forward(x.float(), points_in, points_out).to(x.dtype)
         if points_out is None:
             raise ValueError("Resample needs points_out, the point set to resample onto")
         check_points(points_out, self.dim, "points_out")

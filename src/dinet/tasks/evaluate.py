@@ -13,7 +13,7 @@ import torch
 
 from .. import distributed
 from .. import points as P
-from .._io import atomic_write_text, read_json
+from .._io import atomic_write_text, check_writable, read_json
 from ..models import GridCNNClassifier, GridCNNSegmenter, VoxelCNN3d, load_model
 from ..points import PointSet, values_to_image
 from .data import TaskData, open_task_data
@@ -109,6 +109,9 @@ def _load_run(run: Path) -> tuple[dict, object]:
     config = read_json(run / "config.json", "restore it, or rerun `dinet train`") if (
         run / "config.json").exists() else {}
     config.setdefault("task", "classify")
+    if config["task"] not in METRICS:
+        raise ValueError(f"{run / 'config.json'} names the task {config['task']!r}; valid: "
+                         f"{', '.join(METRICS)} — restore it, or rerun `dinet train`")
     model = load_model(run / "model.pt")
     extra = getattr(model, "checkpoint_extra", None) or {}
     task = extra.get("task", config["task"])
@@ -150,6 +153,7 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
             the data are read and scored on the CPU.
     """
     run = Path(run)
+    check_writable(run, "--run")  # before any scoring: results are written into the run
     discretizations = tuple(discretizations or ("sobol", "grid", "shrunk", "random",
                                                 "jittered"))
     config, model = _load_run(run)
@@ -304,7 +308,15 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
         path = run / "results.json"
         if not path.exists():
             raise ValueError(f"{run} has no results.json — run `dinet eval --run {run}` first")
-        loaded.append(read_json(path, f"rerun `dinet eval --run {run}` to rewrite it"))
+        remedy = f"rerun `dinet eval --run {run}` to rewrite it"
+        result = read_json(path, remedy, keys=("metrics",))
+        metric = METRICS.get(result.get("task", "classify"), (None,))[0]
+        table = result["metrics"].get(metric) if isinstance(result["metrics"], dict) else None
+        if not isinstance(table, dict) or not table or not all(
+                isinstance(row, dict) and row for row in table.values()):
+            raise ValueError(f"{path} holds no {metric} table of the {result.get('task')!r} "
+                             f"task — {remedy}")
+        loaded.append(result)
     tasks = {r.get("task", "classify") for r in loaded}
     if len(tasks) > 1:
         raise ValueError(f"the runs are of different tasks ({', '.join(sorted(tasks))}); "
@@ -353,6 +365,7 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
                      + f" | {gap} |")
     markdown = "\n".join(lines)
     out = Path(out if out is not None else os.path.commonpath([r.resolve().parent for r in runs]))
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     files = [atomic_write_text(out / "report.md", markdown + "\n")]
     from . import plots

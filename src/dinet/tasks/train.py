@@ -30,7 +30,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import distributed
-from .._io import atomic_write_text, pop_verified_digest, read_json, save_with_digest
+from .._io import (
+    atomic_write_text,
+    check_writable,
+    pop_verified_digest,
+    read_json,
+    save_with_digest,
+)
 from ..models import (
     PRESETS,
     SEGMENTER_PRESETS,
@@ -244,7 +250,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                          "would be slower and change the numerics — drop --bf16, or train on "
                          "a GPU (--device cuda)")
     world, main = distributed.world_size(), distributed.is_main()
-    out = Path(config.out)
+    out = check_writable(config.out)
     data = open_task_data(config.task, config.fields)
     n = len(data) if config.limit is None else min(config.limit, len(data))
     torch.manual_seed(config.seed)
