@@ -15,8 +15,11 @@ original point, the cell C' computed with the mirrors satisfies C ⊆ C' ∩ box
 = C, so a cell whose vertices all lie in the box *is* the clipped cell; the few that stick
 out (points on a face, sparse sets) are intersected with the box as half-spaces.
 
-Cell measures come from the ridges (the facets between two cells): a cell is the union of
-pyramids from its point over its ridges, vol = Σ_r area(r) · |p − q_r| / 2 / d.
+Cell measures: in 2-D from the Delaunay triangulation (signed quadrilaterals point –
+edge midpoint – circumcentre – edge midpoint per triangle), in 3-D from Qhull's Voronoi
+ridges (a cell is the union of pyramids from its point over its ridges,
+vol = Σ_r area(r) · |p − q_r| / 2 / d). Points closer than ~1e-12 share one cell; docs/design.md
+has the fallbacks for layouts Qhull cannot resolve.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ __all__ = ["VORONOI_MAX_POINTS", "voronoi_weights", "region_mask"]
 #: The largest sets whose exact cells are computed, per dimension (Qhull's time and memory
 #: grow as ~N in 2-D and ~N^1.2 in 3-D: 16k points take ~0.2 s / ~1.5 s on a 2-core CPU).
 VORONOI_MAX_POINTS = {1: 2**26, 2: 2**22, 3: 2**18}
-_MIRROR_SPACINGS = 3.0  # mirror the points within this many mean spacings of a face
+_MIRROR_SPACINGS = 1.5  # mirror the points within this many mean spacings of a face
 # Cells that straddle a region's boundary are measured by sampling (see _region_measure).
 _REGION_FIND, _REGION_SAMPLES, _REGION_GROW = 1024, 1024, 3.0
 
@@ -110,8 +113,8 @@ def voronoi_weights(coords, region=None) -> np.ndarray:
 def _region_key(region):
     if region is None or isinstance(region, str):
         return region
-    if callable(region):
-        return ("callable", id(region))
+    if callable(region):  # by identity; the key holds it, so its id is not reused
+        return ("callable", region)
     arr = np.asarray(region)
     return ("mask", arr.shape, arr.tobytes())
 
@@ -202,8 +205,7 @@ def _cells(p: np.ndarray, quantum: float) -> tuple[np.ndarray, Callable]:
         for k in range(d):
             for side in (-1.0, 1.0):
                 gap = side - p[:, k] if side > 0 else p[:, k] + 1.0
-                near = p[(gap > 0.5 / quantum) & (gap < reach)]
-                near = near.copy()
+                near = p[(gap > 0.5 / quantum) & (gap < reach)]  # a copy
                 near[:, k] = 2.0 * side - near[:, k]
                 mirrors.append(near)
         points = np.concatenate([p, *mirrors])

@@ -149,8 +149,13 @@ def metric_vs_points(series: Mapping[str, Mapping[int | str, float]], path: str 
 
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
-    for label, pairs in curves.items():
-        ax.plot(*zip(*pairs, strict=True), marker="o", label=label)
+    # Beyond ten curves the default colours repeat: take twenty, and vary the markers too.
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
+    for k, (label, pairs) in enumerate(curves.items()):
+        ax.plot(*zip(*pairs, strict=True), marker="osD^v"[k // 5 % 5], label=label,
+                color=colours[k % len(colours)])
     if reference is not None:
         n_ref, ref_label = reference
         ax.axvline(int(n_ref), color="grey", linestyle="--", label=str(ref_label))
