@@ -38,21 +38,14 @@ def _check_space_dim(dim) -> int:
     return dim
 
 
-def _check_positive(value, name: str) -> float:
+def _check_real(value, name: str, unit: bool = False) -> float:
+    """A finite positive number, or one in [0, 1] when ``unit``; else a ValueError."""
+    want = "lie in [0, 1]" if unit else "be a positive finite number"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a positive number; got {value!r}")
+        raise ValueError(f"{name} must {want}; got {value!r}")
     value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return value
-
-
-def _check_fraction(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1]; got {value!r}")
+    if not (0.0 <= value <= 1.0 if unit else math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must {want}; got {value!r}")
     return value
 
 
@@ -356,8 +349,8 @@ def foveated(
         sigma: standard deviation of the fovea per axis (> 0).
     """
     n, dim = _check_count(n), _check_space_dim(dim)
-    fraction = _check_fraction(fraction, "fraction")
-    sigma = _check_positive(sigma, "sigma")
+    fraction = _check_real(fraction, "fraction", unit=True)
+    sigma = _check_real(sigma, "sigma")
     rng = np.random.default_rng(_seed_int(seed))
     if fovea is None:
         centre = rng.uniform(-0.5, 0.5, dim)
@@ -419,8 +412,8 @@ def clustered(
     clusters = _check_count(clusters, "clusters")
     if sigma is None:
         sigma = 0.35 * (2.0**dim / clusters) ** (1.0 / dim)
-    sigma = _check_positive(sigma, "sigma")
-    background = _check_fraction(background, "background")
+    sigma = _check_real(sigma, "sigma")
+    background = _check_real(background, "background", unit=True)
     rng = np.random.default_rng(_seed_int(seed))
     centres = rng.uniform(-1.0, 1.0, (clusters, dim))
     n_background = int(round(background * n))
