@@ -9,12 +9,14 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "check_writable",
-           "content_digest", "pop_verified_digest", "read_json", "save_with_digest"]
+           "content_digest", "pop_verified_digest", "read_arrays", "read_json",
+           "save_with_digest"]
 
 
 def _umask() -> int:
@@ -104,6 +106,23 @@ def read_json(path: str | os.PathLike, remedy: str, *, keys: tuple[str, ...] = (
     if missing:
         raise ValueError(f"{path} has no {', '.join(map(repr, missing))} — {remedy}")
     return value
+
+
+def read_arrays(path: str | os.PathLike, remedy: str) -> dict:
+    """The arrays of a ``.npz`` archive by name — or ``{"": array}`` for a ``.npy`` file —
+    read without pickles; a file numpy cannot read raises a ValueError naming it and
+    ``remedy``."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {"": loaded}
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz archive ({err}) — {remedy}") from None
 
 
 def check_writable(folder: str | os.PathLike, flag: str = "--out") -> Path:

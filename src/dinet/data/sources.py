@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .._io import read_arrays
 from .fashion_mnist import resize_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -76,23 +76,13 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"no file at {path} — pass npz:FILE with an existing .npz archive "
                          "holding an 'images' array (and optionally 'labels')")
     remedy = "save it with numpy.savez(path, images=..., labels=...)"
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} is not a readable .npz archive ({error}) — {remedy}") from None
-    if isinstance(archive, np.ndarray):
+    archive = read_arrays(path, remedy)
+    if "" in archive:
         raise ValueError(f"{path} is a .npy file holding one array, not a .npz archive — "
                          f"{remedy}")
-    with archive:
-        if "images" not in archive.files:
-            raise ValueError(
-                f"{path}: no array named 'images' (found {sorted(archive.files)}); {remedy}"
-            )
-        try:
-            raw_images = archive["images"]
-            raw_labels = archive["labels"] if "labels" in archive.files else None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{path}: an array cannot be read ({error}) — {remedy}") from None
+    if "images" not in archive:
+        raise ValueError(f"{path}: no array named 'images' (found {sorted(archive)}); {remedy}")
+    raw_images, raw_labels = archive["images"], archive.get("labels")
     try:
         images = to_unit_images(raw_images)
     except ValueError as error:

@@ -7,7 +7,6 @@ user's own coordinates are the kind ``npz:FILE``.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import points as P
+from .._io import read_arrays
 
 __all__ = [
     "FILE_PREFIX",
@@ -122,16 +122,8 @@ def file_points(kind: str, dim: int) -> P.PointSet:
     path = Path(kind[len(FILE_PREFIX):])
     if not path.is_file():
         raise ValueError(f"{kind}: no such file {str(path)!r}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):  # a .npy file
-            arrays = {"coords": loaded}
-        else:
-            with loaded:
-                arrays = {k: loaded[k] for k in loaded.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{kind}: not a readable .npz or .npy file ({e}); save your points "
-                         "with numpy.savez(path, coords=..., weights=...)") from None
+    arrays = read_arrays(path, "save your points with numpy.savez(path, coords=..., "
+                         "weights=...)")  # a .npy file gives {"": coords}
     coords = arrays.get("coords", arrays.get("points"))
     if coords is None:
         if len(arrays) != 1:
@@ -140,7 +132,7 @@ def file_points(kind: str, dim: int) -> P.PointSet:
         coords = next(iter(arrays.values()))
     coords = np.asarray(coords)
     if coords.ndim != 2 or coords.shape[1] != dim or not np.issubdtype(coords.dtype, np.number):
-        raise ValueError(f"{kind}: coords must be a numeric ({'N'}, {dim}) array for this "
+        raise ValueError(f"{kind}: coords must be a numeric (N, {dim}) array for this "
                          f"{dim}-D task; got {coords.dtype} with shape {coords.shape}")
     weights = arrays.get("weights")
     try:
