@@ -136,6 +136,32 @@ def test_global_cache():
     assert stencil_cache.maxsize > 0
 
 
+def test_clear_empties_the_grid_fast_path_plans_too():
+    """Grid plans live in the stencil cache: one clear() empties every precomputation."""
+    from dinet.nn._gridconv import grid_plan
+
+    stencil_cache.clear()
+    g = grid((8, 8))
+    plan = grid_plan(g, g, (3, 3), (0.25, 0.25), (1, 1))
+    assert plan is not None and len(stencil_cache) == 1
+    assert grid_plan(g, g, (3, 3), (0.25, 0.25), (1, 1)) is plan and stencil_cache.hits == 1
+    stencil_cache.clear()
+    assert len(stencil_cache) == 0
+    assert grid_plan(g, g, (3, 3), (0.25, 0.25), (1, 1)) is not plan  # rebuilt
+
+
+def test_copies_and_pickles_start_empty():
+    import copy
+    import pickle
+
+    cache = StencilCache(maxsize=3)
+    cache.get_or_build("a", Builder(1))
+    for clone in (copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))):
+        assert len(clone) == 0 and clone.maxsize == 3
+        assert clone.get_or_build("a", Builder(2)) == 2
+    assert cache.get_or_build("a", Builder(3)) == 1
+
+
 # --- Stencil ------------------------------------------------------------------------------
 
 

@@ -17,7 +17,6 @@ convention of ``DIConv(stride=...)``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._cache import LRUCache
 from ..nn.base import check_points, check_values
 from ..points import PointSet
 
@@ -145,7 +145,7 @@ class ConvertedCNN(nn.Module):
         for name, i in last_use.items():
             if name not in keep:
                 self._release[i].append(name)
-        self._point_cache: OrderedDict = OrderedDict()
+        self._point_cache = LRUCache(_POINT_SET_CACHE)
 
     # --- point sets ---------------------------------------------------------------------
     def point_sets(self, points: PointSet) -> dict[str, PointSet]:
@@ -155,10 +155,10 @@ class ConvertedCNN(nn.Module):
         other point set, ``points.coarsen(level)`` (``points`` itself at level 1).
         """
         check_points(points, self.dim)
-        key = (points.digest, str(points.device))
-        if key in self._point_cache:
-            self._point_cache.move_to_end(key)
-            return self._point_cache[key]
+        return self._point_cache.get_or_build((points.digest, str(points.device)),
+                                              lambda: self._point_sets(points))
+
+    def _point_sets(self, points: PointSet) -> dict[str, PointSet]:
         if points == self.reference_points:
             sets = {name: p.to(points.device) for name, p in self.reference_sets.items()}
         else:
@@ -176,9 +176,6 @@ class ConvertedCNN(nn.Module):
                             "without a grid shape (e.g. dinet.points.sobol)"
                         ) from error
                 sets[name] = by_level[level]
-        self._point_cache[key] = sets
-        while len(self._point_cache) > _POINT_SET_CACHE:
-            self._point_cache.popitem(last=False)
         return sets
 
     def output_points(self, points: PointSet) -> PointSet:

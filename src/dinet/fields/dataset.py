@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
+from .._cache import LRUCache
 from .._io import atomic_write_bytes, content_digest
 from ..points import PointSet
 from .models import FIELD_ARCHS, build_field
@@ -292,8 +292,7 @@ class FieldDataset:
         self._template = {name: t.shape[1:] for name, t in
                           build_field(self.arch, 1, **self.hparams).state_dict().items()}
         self._loaded: dict[int, dict[str, torch.Tensor]] = {}
-        self._samples: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._cache_point_sets = cache_point_sets
+        self._samples = LRUCache(cache_point_sets)  # digest -> (values, done)
 
     @classmethod
     def open(cls, path: str | Path, **kwargs) -> FieldDataset:
@@ -394,15 +393,9 @@ class FieldDataset:
         Values are computed once per (field, point set) and cached in memory.
         """
         idx = self._check_indices(indices)
-        key = points.digest
-        if key not in self._samples:
-            values = torch.zeros(len(self), len(points), self.out_dim)
-            done = torch.zeros(len(self), dtype=torch.bool)
-            self._samples[key] = (values, done)
-            while len(self._samples) > self._cache_point_sets:
-                self._samples.popitem(last=False)
-        self._samples.move_to_end(key)
-        values, done = self._samples[key]
+        values, done = self._samples.get_or_build(points.digest, lambda: (
+            torch.zeros(len(self), len(points), self.out_dim),
+            torch.zeros(len(self), dtype=torch.bool)))
         missing = np.unique(idx[~done[torch.from_numpy(idx)].numpy()])
         coords = points.coords.cpu()
         for start in range(0, len(missing), chunk):

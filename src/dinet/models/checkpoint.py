@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._cache import LRUCache
 from .._io import pop_verified_digest, save_with_digest
 from ..points import PointSet
 
@@ -29,8 +29,7 @@ QUADRATURES = ("weights", "none")
 # Every DIModel subclass, by class name, so a checkpoint can name the class that rebuilds it.
 MODEL_CLASSES: dict[str, type[DIModel]] = {}
 
-_UNWEIGHTED_CACHE: OrderedDict[str, PointSet] = OrderedDict()
-_UNWEIGHTED_CACHE_SIZE = 64
+_UNWEIGHTED = LRUCache(64)
 
 
 def check_quadrature(quadrature) -> str:
@@ -51,10 +50,10 @@ def unweighted(points: PointSet) -> PointSet:
     weights are already uniform 2^d / N is returned as it is, so ``quadrature="none"`` and
     ``"weights"`` agree exactly there. Results are cached by the input's content digest.
     """
-    cached = _UNWEIGHTED_CACHE.get(points.digest)
-    if cached is not None:
-        _UNWEIGHTED_CACHE.move_to_end(points.digest)
-        return cached
+    return _UNWEIGHTED.get_or_build(points.digest, lambda: _unweighted(points))
+
+
+def _unweighted(points: PointSet) -> PointSet:
     n, d = len(points), points.dim
     uniform = 2.0**d / n
     weights = points.weights
@@ -65,9 +64,6 @@ def unweighted(points: PointSet) -> PointSet:
     else:
         result = PointSet(points.coords, torch.full_like(weights, uniform), points.kind,
                           points.shape, weight_method="uniform")
-    _UNWEIGHTED_CACHE[points.digest] = result
-    if len(_UNWEIGHTED_CACHE) > _UNWEIGHTED_CACHE_SIZE:
-        _UNWEIGHTED_CACHE.popitem(last=False)
     return result
 
 

@@ -1,72 +1,20 @@
-"""One small LRU cache for precomputed stencils, keyed by point-set hashes and geometry."""
+"""The process-wide cache of precomputed stencils, keyed by point-set hashes and geometry."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Any
+from .._cache import LRUCache
 
 __all__ = ["StencilCache", "stencil_cache"]
 
 
-class StencilCache:
-    """A thread-safe least-recently-used cache with hit and miss counters.
+class StencilCache(LRUCache):
+    """The :class:`~dinet._cache.LRUCache` of stencils and grid plans.
 
     Stencils depend only on the point sets and the layer geometry, never on the batch or the
     weights, so one build serves every forward and backward pass on the same points.
-
-    Args:
-        maxsize: how many entries to keep; the least recently used is dropped beyond it.
+    ``clear()`` empties every precomputation the layers keep (sparse stencils, pair stencils,
+    grid fast-path plans).
     """
-
-    def __init__(self, maxsize: int = 64) -> None:
-        if maxsize < 0:
-            raise ValueError(f"maxsize must be >= 0; got {maxsize}")
-        self.maxsize = maxsize
-        self.hits = 0
-        self.misses = 0
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_build(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        """The cached value for ``key``, calling ``build()`` (and storing it) on a miss."""
-        with self._lock:
-            if key in self._entries:
-                self.hits += 1
-                self._entries.move_to_end(key)
-                return self._entries[key]
-            self.misses += 1
-        value = build()
-        with self._lock:
-            if self.maxsize > 0:
-                self._entries[key] = value
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        """Drop every entry and reset the counters."""
-        with self._lock:
-            self._entries.clear()
-            self.hits = 0
-            self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._entries
-
-    def info(self) -> dict[str, int]:
-        """``{"hits", "misses", "size", "maxsize"}``."""
-        return {"hits": self.hits, "misses": self.misses, "size": len(self),
-                "maxsize": self.maxsize}
-
-    def __repr__(self) -> str:
-        return (f"StencilCache(hits={self.hits}, misses={self.misses}, "
-                f"size={len(self)}/{self.maxsize})")
 
 
 #: The process-wide cache every DI layer uses.

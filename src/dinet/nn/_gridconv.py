@@ -16,7 +16,6 @@ image layout by one gather on the way in and one on the way out.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..neighbors import stencil_cache
 from ..points import PointSet
 from ..points.weights import coarse_to_fine_order
 from .functional import _scratch
@@ -31,8 +31,6 @@ from .functional import _scratch
 __all__ = ["GridPlan", "grid_plan", "grid_conv"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_PLANS: OrderedDict = OrderedDict()
-_MAX_PLANS = 64
 # Relative tolerance when matching lattices and snapping hat values onto 0 and 1: far above
 # float32 coordinate rounding (~1e-7), far below any real mismatch of grids.
 _TOL = 1e-5
@@ -163,16 +161,10 @@ def grid_plan(points_in: PointSet, points_out: PointSet, kernel_size, spacing,
     a stride and an offset (then the sparse stencil is used)."""
     if points_in.shape is None or points_out.shape is None:
         return None
-    key = (points_in.digest, points_out.digest, tuple(kernel_size), tuple(spacing),
-           tuple(dilation))
-    if key in _PLANS:
-        _PLANS.move_to_end(key)
-        return _PLANS[key]
-    plan = _build_plan(points_in, points_out, kernel_size, spacing, dilation)
-    _PLANS[key] = plan
-    if len(_PLANS) > _MAX_PLANS:
-        _PLANS.popitem(last=False)
-    return plan
+    key = ("grid-plan", points_in.digest, points_out.digest, tuple(kernel_size),
+           tuple(spacing), tuple(dilation))
+    return stencil_cache.get_or_build(
+        key, lambda: _build_plan(points_in, points_out, kernel_size, spacing, dilation))
 
 
 def rasterize(weight: torch.Tensor, plan: GridPlan) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .. import _compiled
-from ..neighbors import Stencil, StencilCache, ball_neighbors, box_neighbors, stencil_cache
+from .._cache import LRUCache
+from ..neighbors import Stencil, ball_neighbors, box_neighbors, stencil_cache
 from ..neighbors.budget import (
     check_stencil_budget,
     lattice_aligned,
@@ -56,7 +57,7 @@ _PAIR_HINT = "a smaller spacing or kernel_size"
 MAX_WEIGHT_RATIO = 1e6
 # (point set, cell volume) pairs already checked against MAX_WEIGHT_RATIO: a dictionary
 # look-up per call instead of a reduction over the weights (and a device sync).
-_scale_checks = StencilCache(maxsize=256)
+_scale_checks = LRUCache(maxsize=256)
 
 
 def spline_support(kernel_size, spacing, dilation) -> np.ndarray:

@@ -24,8 +24,6 @@ has the fallbacks for layouts Qhull cannot resolve.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -40,6 +38,8 @@ from scipy.spatial import (
 )
 from scipy.stats import qmc
 
+from .._cache import LRUCache
+
 __all__ = ["VORONOI_MAX_POINTS", "voronoi_weights", "region_mask"]
 
 #: The largest sets whose exact cells are computed, per dimension (Qhull's time and memory
@@ -50,9 +50,7 @@ _MIRROR_SPACINGS = 1.5  # mirror the points within this many mean spacings of a 
 _REGION_FIND, _REGION_SAMPLES, _REGION_GROW = 1024, 1024, 3.0
 
 _QUANTA = (2.0**40, 2.0**30, 2.0**20, 2.0**10)  # resolutions ~1e-12 ... 1e-3 (see _weights)
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 16
-_CACHE_LOCK = threading.Lock()
+_CACHE = LRUCache(16)
 
 
 def voronoi_weights(coords, region=None) -> np.ndarray:
@@ -98,16 +96,7 @@ def voronoi_weights(coords, region=None) -> np.ndarray:
             "irregular sets, wrong by up to 2x on regular lattices) or explicit weights")
     mask = region_mask(region, d)
     key = (c.tobytes(), _region_key(region))
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key].copy()
-    weights = _weights(c, mask)
-    with _CACHE_LOCK:
-        _CACHE[key] = weights
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return weights.copy()
+    return _CACHE.get_or_build(key, lambda: _weights(c, mask)).copy()
 
 
 def _region_key(region):
