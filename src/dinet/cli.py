@@ -96,6 +96,8 @@ def _kinds_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .nn import kernel_families
+
     parser = argparse.ArgumentParser(
         prog="dinet",
         description="Discretization-invariant deep learning on neural fields (DI-Net).",
@@ -264,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="AdamW weight decay (1e-3)")
     tr.add_argument("--quadrature", default="weights", choices=["weights", "none"],
                     help="'none' drops the quadrature weights (the paper's plain sums)")
-    tr.add_argument("--kernel", default="spline", choices=["spline", "mlp"],
+    tr.add_argument("--kernel", default="spline", choices=kernel_families(),
                     help="convolution kernel family (default: spline)")
     tr.add_argument("--base-spacing", type=_positive_float, default=None,
                     help="finest kernel lattice step in domain units (default: 2 / image size)")

@@ -392,7 +392,7 @@ def test_mlp_kernel_chunked_recompute_equals_whole(monkeypatch):
     """Above PAIR_CHUNK pairs the MLP basis runs chunk by chunk and is recomputed in backward;
     values and every gradient must be those of the one-shot evaluation. In float64, since the
     parameter gradients sum over the pairs in another order (chunk by chunk)."""
-    from dinet.nn import conv as conv_module
+    from dinet.nn import families
 
     torch.manual_seed(0)
     conv = DIConv(3, 4, 3, spacing=2 / 12, kernel="mlp", n_basis=5).double()
@@ -409,10 +409,50 @@ def test_mlp_kernel_chunked_recompute_equals_whole(monkeypatch):
 
     whole = run()
     assert conv.stencil(pts).n_pairs > 4 * 97
-    monkeypatch.setattr(conv_module, "PAIR_CHUNK", 97)
+    monkeypatch.setattr(families, "PAIR_CHUNK", 97)
     chunked = run()
     for a, b in zip([chunked[0], chunked[1], *chunked[2]], [whole[0], whole[1], *whole[2]],
                     strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     with torch.no_grad():
         torch.testing.assert_close(conv(x, pts), whole[0], rtol=1e-10, atol=1e-12)
+
+
+def test_a_kernel_family_registered_from_outside(monkeypatch):
+    """A family written outside dinet plugs into DIConv, the CLI's choices and checkpoints
+    without touching the layer: here a box-filter family (one basis function, constant on
+    the support), checked against the plain quadrature sum it stands for."""
+    from dinet.nn import KernelFamily, families, kernel_families, register_kernel_family
+    from dinet.nn.kernels import pair_stencil
+
+    class BoxFamily(KernelFamily):
+        @classmethod
+        def build(cls, conv, n_basis, hidden):
+            return None, (1,)
+
+        @classmethod
+        def stencil(cls, conv, points_in, points_out):
+            return pair_stencil(points_in, points_out, cls.support(conv), 1)
+
+        @classmethod
+        def values(cls, conv, stencil, device, dtype):
+            w = stencil.pair_tensor("pair_weights", device, dtype)
+            return w / math.prod(conv.spacing)
+
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))
+    register_kernel_family("box", BoxFamily)
+    assert "box" in kernel_families()
+    conv = DIConv(2, 3, 3, spacing=0.2, kernel="box").double()
+    assert conv.weight.shape == (3, 2, 1) and "kernel='box'" in repr(conv)
+    pts_in, pts_out = P.sobol(400, seed=0), P.sobol(20, seed=1)
+    x = torch.randn(1, 400, 2, dtype=torch.float64)
+    y = conv(x, pts_in, pts_out)
+    # by hand: Σ_{j in the box around x_i} w_j f(y_j) W / h² + b
+    r = conv.support
+    c_in, c_out = pts_in.coords.double(), pts_out.coords.double()
+    inside = ((c_in[None] - c_out[:, None]).abs() <= torch.tensor(r).double()).all(-1)
+    integral = (inside.double() * pts_in.weights.double()) @ x[0] / 0.04
+    expected = integral @ conv.weight[:, :, 0].t() + conv.bias
+    torch.testing.assert_close(y[0], expected)
+    with pytest.raises(ValueError, match="subclass of KernelFamily"):
+        register_kernel_family("bad", object)

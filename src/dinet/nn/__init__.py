@@ -4,6 +4,7 @@ from .attention import DIAttention
 from .base import DIModule
 from .compose import Coarsened, DIChain, DISequential, Residual, SkipConcat, apply_module
 from .conv import DIConv
+from .families import KernelFamily, kernel_families, register_kernel_family
 from .functional import reference_conv, sparse_matmul, stencil_conv
 from .kernels import MLPBasis
 from .norm import DIBatchNorm, DIInstanceNorm, DILayerNorm
@@ -25,15 +26,18 @@ __all__ = [
     "DISequential",
     "GlobalAvgPool",
     "GlobalMaxPool",
+    "KernelFamily",
     "MLPBasis",
     "PointwiseLinear",
     "PointwiseMLP",
     "PositionalEncoding",
-    "Residual",
     "Resample",
+    "Residual",
     "SkipConcat",
     "apply_module",
+    "kernel_families",
     "reference_conv",
+    "register_kernel_family",
     "sparse_matmul",
     "stencil_conv",
 ]

@@ -7,29 +7,17 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..neighbors import Stencil
 from ..points import PointSet
-from ._gridconv import grid_conv, grid_plan
+from ._gridconv import grid_conv
 from ._lattice import window_output_points
 from .base import DIModule, check_points, check_values, per_axis, upcast_on_cpu
+from .families import KernelFamily, kernel_family
 from .functional import stencil_conv
-from .kernels import (
-    MLPBasis,
-    PairStencil,
-    check_kernel_scale,
-    pair_stencil,
-    spline_stencil,
-    spline_support,
-)
+from .kernels import check_kernel_scale
 
 __all__ = ["DIConv"]
-
-KERNEL_FAMILIES = ("spline", "mlp")
-#: Pairs per chunk above which the ``"mlp"`` basis is evaluated chunk by chunk, and recomputed
-#: in backward rather than stored.
-PAIR_CHUNK = 1 << 16
 
 
 class DIConv(DIModule):
@@ -69,7 +57,8 @@ class DIConv(DIModule):
         dilation: lattice step in multiples of h (int or one per axis). Default 1.
         groups: as in ``nn.Conv2d``. Default 1.
         bias: learn an additive bias. Default ``True``.
-        kernel: kernel family, ``"spline"`` (default) or ``"mlp"``.
+        kernel: kernel family, ``"spline"`` (default), ``"mlp"`` or any family registered
+            with :func:`~dinet.nn.families.register_kernel_family`.
         n_basis: number of learned basis functions of the ``"mlp"`` family. Default 16.
         hidden: hidden width of the ``"mlp"`` basis. Default 32.
         stride: the default output set is ``points_in.coarsen(stride)`` (1: the input set).
@@ -128,10 +117,7 @@ class DIConv(DIModule):
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
                 f"divisible by groups ({groups})"
             )
-        if kernel not in KERNEL_FAMILIES:
-            raise ValueError(
-                f"unknown kernel family {kernel!r}; valid: {', '.join(KERNEL_FAMILIES)}"
-            )
+        family = kernel_family(kernel)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.dim = dim
@@ -144,12 +130,7 @@ class DIConv(DIModule):
         if grid_fast_path not in (None, True, False):
             raise ValueError(f"grid_fast_path must be None, True or False; got {grid_fast_path!r}")
         self.grid_fast_path = grid_fast_path
-        if kernel == "mlp":
-            self.basis = MLPBasis(dim, n_basis, hidden)
-            basis_shape: tuple[int, ...] = (n_basis,)
-        else:
-            self.basis = None
-            basis_shape = self.kernel_size
+        self.basis, basis_shape = family.build(self, n_basis, hidden)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *basis_shape))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
@@ -171,9 +152,14 @@ class DIConv(DIModule):
         return points_in.coarsen(self.stride) if self.stride != 1 else points_in
 
     @property
+    def family(self) -> type[KernelFamily]:
+        """The kernel family (see :mod:`dinet.nn.families`)."""
+        return kernel_family(self.kernel)
+
+    @property
     def support(self) -> tuple[float, ...]:
         """Half-widths of the kernel's box support, per axis, in domain units."""
-        return tuple(spline_support(self.kernel_size, self.spacing, self.dilation).tolist())
+        return self.family.support(self)
 
     def stencil(self, points_in: PointSet, points_out: PointSet | None = None) -> Stencil:
         """The cached sparse stencil of this layer's geometry between two point sets."""
@@ -181,27 +167,7 @@ class DIConv(DIModule):
         points_out = self.output_points(points_in) if points_out is None else points_out
         check_points(points_out, self.dim, "points_out")
         check_kernel_scale(points_in, math.prod(self.spacing), "DIConv")
-        if self.kernel == "mlp":
-            return pair_stencil(points_in, points_out, self.support, self.n_basis)
-        return spline_stencil(points_in, points_out, self.kernel_size, self.spacing, self.dilation)
-
-    def kernel_values(self, stencil: PairStencil, device, dtype) -> torch.Tensor:
-        """Values of the sparse matrix of the ``"mlp"`` family, w_j φ_m(δ/r) / Π h, in entry
-        order (differentiable with respect to the basis MLP)."""
-        radius = torch.as_tensor(self.support, device=device, dtype=dtype)
-        u = stencil.pair_tensor("offsets", device, dtype) / radius
-        if len(u) <= PAIR_CHUNK:
-            phi = self.basis(u)  # (P, M)
-        elif torch.is_grad_enabled():
-            # Keep only the inputs of each chunk for backward and recompute its activations
-            # there: autograd would otherwise hold hidden-width activations for every pair
-            # (hundreds of bytes each: tens of GiB at a million points).
-            phi = torch.cat([checkpoint(self.basis, part, use_reentrant=False)
-                             for part in u.split(PAIR_CHUNK)])
-        else:
-            phi = torch.cat([self.basis(part) for part in u.split(PAIR_CHUNK)])
-        scale = stencil.pair_tensor("pair_weights", device, dtype) / math.prod(self.spacing)
-        return (phi * scale[:, None]).t().reshape(-1)
+        return self.family.stencil(self, points_in, points_out)
 
     def forward(
         self, x: torch.Tensor, points_in: PointSet, points_out: PointSet | None = None
@@ -213,24 +179,23 @@ class DIConv(DIModule):
         fast = self.grid_fast_path
         if fast is None:
             fast = x.device.type != "cpu"
-        if self.kernel == "spline" and fast:
+        if fast:
             out = self.output_points(points_in) if points_out is None else points_out
-            plan = grid_plan(points_in, check_points(out, self.dim, "points_out"),
-                             self.kernel_size, self.spacing, self.dilation)
+            plan = self.family.grid_plan(self, points_in, check_points(out, self.dim,
+                                                                         "points_out"))
             if plan is not None:
                 return grid_conv(x, self.weight, self.bias, plan, self.groups)
         stencil = self.stencil(points_in, points_out)
         k, g = self.n_basis, self.groups
         og, cg = self.out_channels // g, self.in_channels // g
         weight = self.weight.reshape(g, og, cg, k).permute(3, 0, 2, 1)  # (K, G, Cg, Og)
-        values = self.kernel_values(stencil, x.device, x.dtype) if self.basis else None
-        y = stencil_conv(x, weight, stencil, values)
+        y = stencil_conv(x, weight, stencil, self.family.values(self, stencil, x.device, x.dtype))
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"spacing={tuple(round(h, 6) for h in self.spacing)}, kernel={self.kernel!r}")
-        if self.kernel == "mlp":
+        if self.basis is not None:
             s += f", n_basis={self.n_basis}"
         if self.stride != 1:
             s += f", stride={self.stride}"
