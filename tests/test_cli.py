@@ -70,11 +70,24 @@ def test_every_command_and_flag_has_help(capsys):
         assert capsys.readouterr().out.startswith("usage: dinet")
 
 
-def test_field_arch_choices_match_the_library():
-    from dinet.cli import FIELD_ARCH_NAMES
+def test_choices_come_from_the_library(capsys):
+    """Every CLI choice is read from the registry or constant that owns it."""
+    from dinet.distributed import DEVICES
     from dinet.fields import FIELD_ARCHS
+    from dinet.models import QUADRATURES
+    from dinet.nn import kernel_families
+    from dinet.tasks import discretizations
+    from dinet.tasks.data import TASKS
 
-    assert set(FIELD_ARCH_NAMES) == set(FIELD_ARCHS)
+    parser = build_parser()
+    actions = {(cmd, a.dest): a for cmd, sub in parser._subparsers._group_actions[0]
+               .choices.items() for a in sub._actions}
+    assert tuple(actions["fit", "arch"].choices) == tuple(FIELD_ARCHS)
+    assert tuple(actions["train", "task"].choices) == TASKS
+    assert tuple(actions["train", "kernel"].choices) == kernel_families()
+    assert tuple(actions["train", "quadrature"].choices) == QUADRATURES
+    assert tuple(actions["train", "device"].choices) == DEVICES
+    assert all(kind in actions["train", "discretization"].help for kind in discretizations())
 
 
 def test_missing_inputs_are_errors_not_substitutes(tmp_path, capsys):

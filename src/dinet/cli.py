@@ -47,8 +47,6 @@ def _float_above(minimum: float, inclusive: bool, what: str):
 
 _positive_float = _float_above(0.0, False, "a positive number")
 _non_negative_float = _float_above(0.0, True, "a number >= 0")
-#: Field architectures (``dinet.fields.FIELD_ARCHS``; a test holds the two equal).
-FIELD_ARCH_NAMES = ("siren", "fourier")
 _DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
 
 
@@ -96,7 +94,12 @@ def _kinds_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Every choice comes from the registry or constant that owns it.
+    from .distributed import DEVICES
+    from .fields.models import FIELD_ARCHS
+    from .models import QUADRATURES
     from .nn import kernel_families
+    from .tasks.data import TASKS
 
     parser = argparse.ArgumentParser(
         prog="dinet",
@@ -216,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", default=None,
                      help="folder holding the Fashion-MNIST files (default: $DINET_DATA, then "
                      "/usr/share/datasets/fashion-mnist)")
-    fit.add_argument("--arch", default="siren", choices=FIELD_ARCH_NAMES,
+    fit.add_argument("--arch", default="siren", choices=tuple(FIELD_ARCHS),
                      help="field architecture (default: siren)")
     fit.add_argument("--width", type=_positive_int, default=None, help="hidden width")
     fit.add_argument("--depth", type=_positive_int, default=None, help="number of layers")
@@ -240,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is randomised. Writes config.json, metrics.jsonl (one line per epoch), model.pt and "
         "train_state.pt (atomically, every epoch) under --out.",
     )
-    tr.add_argument("--task", default="classify", choices=["classify", "segment", "sdf"],
+    tr.add_argument("--task", default="classify", choices=TASKS,
                     help="classify (a labelled field dataset), segment (a `dinet fit --source "
                     "scenes` dataset) or sdf (synthetic balls, --fields balls:N[:SEED])")
     tr.add_argument("--fields", required=True,
@@ -264,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="AdamW learning rate (1e-3)")
     tr.add_argument("--weight-decay", type=_non_negative_float, default=1e-3,
                     help="AdamW weight decay (1e-3)")
-    tr.add_argument("--quadrature", default="weights", choices=["weights", "none"],
+    tr.add_argument("--quadrature", default="weights", choices=QUADRATURES,
                     help="'none' drops the quadrature weights (the paper's plain sums)")
     tr.add_argument("--kernel", default="spline", choices=kernel_families(),
                     help="convolution kernel family (default: spline)")
@@ -278,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder")
     tr.add_argument("--resume", action="store_true",
                     help="continue the run in --out from its last finished epoch")
-    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    tr.add_argument("--device", default="auto", choices=DEVICES,
                     help="auto (default): CUDA when available, else the CPU; under torchrun "
                     "each process takes the GPU of its LOCAL_RANK")
     tr.add_argument("--bf16", action="store_true",
@@ -308,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, default=None,
                     help="evaluate on the first N items")
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    ev.add_argument("--device", default="auto", choices=DEVICES,
                     help="where the model runs (default: auto, CUDA when available)")
 
     dm = commands.add_parser(
