@@ -113,9 +113,9 @@ def _plot(results: list[dict], path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    from ..tasks.plots import _save
+    from ..tasks.plots import save_figure
 
-    _save(fig, path)  # atomically
+    save_figure(fig, path)  # atomically
     plt.close(fig)
     return path
 

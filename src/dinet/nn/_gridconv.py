@@ -26,7 +26,7 @@ from torch.autograd.function import once_differentiable
 from ..neighbors import stencil_cache
 from ..points import PointSet
 from ..points.weights import coarse_to_fine_order
-from .functional import _scratch
+from .functional import scratch
 
 __all__ = ["GridPlan", "grid_plan", "grid_conv"]
 
@@ -182,7 +182,7 @@ def _image(x: torch.Tensor, plan: GridPlan) -> torch.Tensor:
     gather). NCHW, not channels-last: torch 2.13's CPU conv2d backward corrupted memory and
     returned wrong weight gradients for channels-last 1×1 stride-2 inputs."""
     b, _, c = x.shape
-    out = _scratch("grid_image", (b, c, len(plan.image_from_points)), x)
+    out = scratch("grid_image", (b, c, len(plan.image_from_points)), x)
     torch.index_select(x.transpose(1, 2), 2, plan.tensor("image_from_points", x.device),
                        out=out)
     return out.view(b, c, *plan.shape_in)
@@ -217,7 +217,7 @@ class _GridConv(torch.autograd.Function):
         # forward dropped), the extra pixels get zero gradient.
         full = tuple(ctx.y_shape[2:]) == plan.shape_out
         if full:
-            grad_y = _scratch("grid_grad", tuple(ctx.y_shape), grad_out)
+            grad_y = scratch("grid_grad", tuple(ctx.y_shape), grad_out)
             inner = grad_y.view(b, o, -1)
         else:
             grad_y = grad_out.new_zeros(ctx.y_shape)

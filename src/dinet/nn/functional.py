@@ -28,6 +28,7 @@ from ..points import PointSet
 __all__ = [
     "clear_scratch",
     "reference_conv",
+    "scratch",
     "scratch_bytes",
     "sparse_matmul",
     "stencil_conv",
@@ -50,7 +51,7 @@ def _use_compiled(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and _compiled.AVAILABLE and x.dtype in _NUMPY_DTYPES
 
 
-def _scratch(role: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+def scratch(role: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """An uninitialised tensor for a temporary that dies within one chunk of a sparse op.
 
     On CPU the memory is kept per thread and role and reused by the next call: a fresh
@@ -70,7 +71,7 @@ def _scratch(role: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Ten
 
 
 def scratch_bytes() -> int:
-    """Bytes of scratch memory this thread keeps for the sparse ops (see :func:`_scratch`)."""
+    """Bytes of scratch memory this thread keeps for the sparse ops (see :func:`scratch`)."""
     buffers = _workspace_local.__dict__.get("buffers", {})
     return sum(b.numel() * b.element_size() for b in buffers.values())
 
@@ -84,7 +85,7 @@ def _spmm(stencil: Stencil, values: torch.Tensor, x: torch.Tensor,
           transpose: bool = False, role: str | None = None) -> torch.Tensor:
     """``S @ x`` (or ``S^T @ x``) for a contiguous 2-D ``x`` and S's ``values`` (in S's entry
     order): the compiled CPU kernel when available, torch's sparse CSR product otherwise.
-    ``role`` names a scratch buffer (:func:`_scratch`) to write the result into."""
+    ``role`` names a scratch buffer (:func:`scratch`) to write the result into."""
     if _use_compiled(x):
         indptr, indices = stencil.structure(transpose)
         v = values.detach()
@@ -92,7 +93,7 @@ def _spmm(stencil: Stencil, values: torch.Tensor, x: torch.Tensor,
             v = v[stencil.index_tensor("perm_t", v.device)]
         out = None
         if role is not None:
-            out = _scratch(role, (len(indptr) - 1, x.shape[1]), x).numpy()
+            out = scratch(role, (len(indptr) - 1, x.shape[1]), x).numpy()
         return torch.from_numpy(
             _compiled.spmm(indptr, indices, v.numpy(), x.detach().numpy(), out))
     return stencil.tensors(x.device, x.dtype, transpose, values=values.detach()) @ x
@@ -117,7 +118,7 @@ def _gather(x: torch.Tensor, order: torch.Tensor | None, role: str) -> torch.Ten
     the scratch buffer ``role``."""
     b, n, c = x.shape
     rows = x.transpose(0, 1)
-    out = _scratch(role, (n, b, c), x)
+    out = scratch(role, (n, b, c), x)
     if order is None:
         out.copy_(rows)
     else:
@@ -147,7 +148,7 @@ def _basis_product(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if groups == 1:
         # One GEMM per basis function, accumulated in place; as fast as a single im2col GEMM
         # and needs no permuted copy of Z.
-        out = _scratch("y", (m, weight.shape[-1]), z)
+        out = scratch("y", (m, weight.shape[-1]), z)
         torch.mm(z[0, :, 0], weight[0, 0], out=out)
         for k in range(1, n_basis):
             out.addmm_(z[k, :, 0], weight[k, 0])
@@ -204,7 +205,7 @@ class _StencilConv(torch.autograd.Function):
                     grad_w += torch.einsum("kmgc,mgo->kgco", z, g)
             if need_x or need_v:
                 if groups == 1:  # one GEMM per basis function into its slice of dZ
-                    dz = _scratch("dz", (n_basis, m, cg), x)
+                    dz = scratch("dz", (n_basis, m, cg), x)
                     for k in range(n_basis):
                         torch.mm(g[:, 0], weight[k, 0].t(), out=dz[k])
                 else:

@@ -34,7 +34,7 @@ from .._io import atomic_torch_save, atomic_write_text
 from ..convert import ConvertedCNN, from_cnn
 from .data import ClassifyData, open_task_data
 from .discretize import make_points
-from .train import _Augment, _derived_seed
+from .train import Augment, derived_seed
 
 __all__ = ["FROM_CNN_DISCRETIZATIONS", "FromCNNConfig", "from_cnn_table", "run_from_cnn",
            "small_cnn"]
@@ -144,7 +144,7 @@ def train_cnn(images: np.ndarray, labels: np.ndarray, config: FromCNNConfig,
     last: dict = {}
     for epoch in range(config.epochs):
         cnn.train()
-        gen = torch.Generator().manual_seed(_derived_seed(config.seed, 0, epoch))
+        gen = torch.Generator().manual_seed(derived_seed(config.seed, 0, epoch))
         order = torch.randperm(len(x), generator=gen)
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"CNN epoch {epoch + 1}/{config.epochs}", unit="step",
@@ -184,16 +184,16 @@ def finetune(net: ConvertedCNN, data: ClassifyData, n: int, config: FromCNNConfi
     for epoch in range(config.finetune_epochs):
         net.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
-            _derived_seed(config.seed, 1, epoch))).numpy()
+            derived_seed(config.seed, 1, epoch))).numpy()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"fine-tune epoch {epoch + 1}/{config.finetune_epochs}",
                    unit="step", disable=not progress)
         for step in bar:
             idx = order[step * config.finetune_batch_size:(step + 1) * config.finetune_batch_size]
-            seed = _derived_seed(config.seed, 1, epoch, step)
+            seed = derived_seed(config.seed, 1, epoch, step)
             points = make_points("sobol", count, 2, seed=seed)
             gen = torch.Generator().manual_seed(seed)
-            read_at = _Augment(gen, len(idx), 2)(points.coords)
+            read_at = Augment(gen, len(idx), 2)(points.coords)
             x = data.inputs(idx, read_at)
             x = x + 0.02 * torch.randn(x.shape, generator=gen)
             target = data.targets(idx)

@@ -15,13 +15,13 @@ import numpy as np
 
 from dinet._io import atomic_write_bytes
 
-__all__ = ["heatmap", "metric_vs_points", "panels"]
+__all__ = ["heatmap", "metric_vs_points", "panels", "save_figure"]
 
 _DPI = 120
 _PANEL_KINDS = ("image", "labels", "sdf")
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
     """Render ``fig`` as PNG into memory and write it to ``path`` atomically.
 
     Args:
@@ -107,7 +107,7 @@ def heatmap(values, row_labels: Sequence[str], col_labels: Sequence[str],
     if title:
         ax.set_title(title)
     fig.colorbar(image, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def metric_vs_points(series: Mapping[str, Mapping[int | str, float]], path: str | os.PathLike,
@@ -168,7 +168,7 @@ def metric_vs_points(series: Mapping[str, Mapping[int | str, float]], path: str 
     if title:
         ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
@@ -245,4 +245,4 @@ def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
             ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

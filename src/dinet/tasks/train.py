@@ -52,7 +52,7 @@ from ..points import PointSet
 from .data import TASKS, TaskData, open_task_data
 from .discretize import check_discretization, is_randomised, make_points
 
-__all__ = ["MODELS", "TrainConfig", "build_model", "train"]
+__all__ = ["MODELS", "Augment", "TrainConfig", "build_model", "derived_seed", "train"]
 
 #: Model names per task; the first is the default, ``cnn`` the discrete grid baseline.
 MODELS = {
@@ -157,12 +157,12 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _derived_seed(*keys: int) -> int:
+def derived_seed(*keys: int) -> int:
     """A seed derived from non-negative integers (seed, epoch[, step])."""
     return int(np.random.SeedSequence([abs(k) for k in keys]).generate_state(1)[0])
 
 
-class _Augment:
+class Augment:
     """Per-item flips and a small shift of the coordinates the fields and targets are read
     at; the model still sees the untouched points. Images flip left-right only (the last
     axis: an upside-down shirt is not in the data); 3-D ball scenes along every axis."""
@@ -193,7 +193,7 @@ def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx:
     part = slice(0, len(idx)) if part is None else part
     device = torch.device("cpu") if device is None else device
     gen = torch.Generator().manual_seed(seed)
-    augment = _Augment(gen, len(idx), data.dim) if config.augment else None
+    augment = Augment(gen, len(idx), data.dim) if config.augment else None
 
     def where(coords: torch.Tensor) -> torch.Tensor:  # where this part's items are read
         return coords if augment is None else augment(coords)[part]
@@ -208,7 +208,7 @@ def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx:
     x = x.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         if config.task == "sdf":
-            query = make_points("sobol", SDF_QUERIES, 3, seed=_derived_seed(seed, 1))
+            query = make_points("sobol", SDF_QUERIES, 3, seed=derived_seed(seed, 1))
             out = model(x, points, query)
         else:
             out = model(x, points)
@@ -306,14 +306,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     for epoch in range(first_epoch, config.epochs):
         net.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
-            _derived_seed(config.seed, epoch))).numpy()
+            derived_seed(config.seed, epoch))).numpy()
         totals = {"loss": 0.0, "metric": 0.0, "count": 0, "seen": 0}
         start = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    unit="step", disable=not (progress and main))
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            seed = _derived_seed(config.seed, epoch, step)
+            seed = derived_seed(config.seed, epoch, step)
             count = config.counts[seed % len(config.counts)]
             points = fixed[count] if fixed else make_points(config.discretization, count,
                                                             data.dim, seed=seed)
@@ -321,7 +321,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             mine = part.stop - part.start
             # What the step draws from the global generator (dropout) depends on the step
             # alone, so a resumed run draws what an uninterrupted one does.
-            torch.manual_seed(_derived_seed(config.seed, epoch, step, _GLOBAL_RNG,
+            torch.manual_seed(derived_seed(config.seed, epoch, step, _GLOBAL_RNG,
                                             distributed.rank()))
             loss, metric, count = _step_loss(config, net, data, idx, points, seed, part,
                                              device, config.bf16)
