@@ -1,8 +1,8 @@
 """Models on fields: classifier, segmenter and SDF networks (the paper's presets and ours),
 discrete CNN baselines, and checkpoints that rebuild them."""
 
+from .base import QUADRATURES, DIModel, check_quadrature, load_model, unweighted
 from .baselines import GridCNNClassifier, GridCNNSegmenter, VoxelCNN3d
-from .checkpoint import QUADRATURES, DIModel, check_quadrature, load_model, unweighted
 from .classifier import PRESETS, Classifier
 from .sdf import SDFNet
 from .segmenter import SEGMENTER_PRESETS, Segmenter

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..nn.base import check_points, check_values
 from ..points import PointSet, values_to_image
-from .checkpoint import DIModel
+from .base import DIModel
 
 __all__ = ["GridCNNClassifier", "GridCNNSegmenter", "VoxelCNN3d"]
 

@@ -7,7 +7,7 @@ import torch
 from ..nn import DIConv, PointwiseLinear
 from ..nn.base import check_points
 from ..points import PointSet, grid
-from .checkpoint import DIModel
+from .base import DIModel
 
 __all__ = ["SDFNet"]
 

@@ -8,9 +8,9 @@ from torch import nn
 from ..nn import Coarsened, DIBatchNorm, DIConv, DISequential, Resample, Residual
 from ..nn.base import check_points
 from ..points import PointSet, grid
-from .checkpoint import DIModel
-from .classifier import check_preset, residual_block
-from .classifier import conv_block as _conv_block
+from .base import DIModel
+from .blocks import check_preset, residual_block
+from .blocks import conv_block as _conv_block
 
 __all__ = ["Segmenter", "SEGMENTER_PRESETS"]
 
