@@ -27,6 +27,13 @@ def _int_at_least(minimum: int, what: str):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
+
+
+def _odd_positive_int(text: str) -> int:
+    value = _positive_int(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd kernel size, got {value}")
+    return value
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
@@ -119,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--sizes", type=_int_list, default=[4096, 16384, 65536],
                       help="comma-separated point counts, perfect squares (default: "
                       "4096,16384,65536)")
-    conv.add_argument("--kernel-size", type=_positive_int, default=3,
+    conv.add_argument("--kernel-size", type=_odd_positive_int, default=3,
                       help="odd kernel size (default: 3)")
     _bench_options(conv, repeats=5, out="benchmarks/results/conv.json")
 
@@ -172,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "DIConv (3-pixel kernels) and of the default classifier, over N = 2^k Sobol points. "
         "Prints a table, writes JSON and a PNG plot beside it.",
     )
-    bscale.add_argument("--max-2d", type=_positive_int, default=20,
+    bscale.add_argument("--max-2d", type=_int_at_least(10, "an exponent of at least 10"),
+                        default=20,
                         help="largest 2-D size as a power of two (default: 20)")
-    bscale.add_argument("--max-3d", type=_positive_int, default=18,
+    bscale.add_argument("--max-3d", type=_int_at_least(12, "an exponent of at least 12"),
+                        default=18,
                         help="largest 3-D size as a power of two (default: 18)")
     bscale.add_argument("--channels", type=_positive_int, default=16,
                         help="conv channels (default: 16)")
@@ -343,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None,
                      help="folder for report.md and report.png (default: the runs' parent)")
     _experiment_parser(commands)
+    for sub, run in ((conv, _bench_conv), (layers, _bench_layers), (bfit, _bench_fit),
+                     (bstep, _bench_train_step), (bscale, _bench_scaling), (ball, _bench_all),
+                     (fit, _fit), (tr, _train), (ev, _eval), (dm, _demo), (rep, _report)):
+        sub.set_defaults(handler=run)
     return parser
 
 
@@ -389,6 +402,7 @@ def _experiment_parser(commands) -> None:
                     help="seed, an integer >= 0 (default: 0)")
     fc.add_argument("--out", default="runs/from-cnn",
                     help="output folder (default: runs/from-cnn)")
+    fc.set_defaults(handler=_experiment)
 
 
 def _experiment(args) -> None:
@@ -474,66 +488,63 @@ def _fit(args) -> None:
               f"{ds.psnr_grid.min():.2f}), off the grid {ds.psnr_offgrid.mean():.2f} dB")
 
 
+# --- bench suites: each parses nothing, it maps the flags onto a benchmark function ------
+def _bench_conv(args) -> None:
+    from .bench.conv import bench_conv
+
+    bench_conv(sizes=args.sizes, channels=args.channels, batch=args.batch,
+               kernel_size=args.kernel_size, repeats=args.repeats, device=args.device,
+               out=args.out)
+
+
+def _bench_layers(args) -> None:
+    from .bench.layers import bench_layers
+
+    bench_layers(n=args.points, channels=args.channels, batch=args.batch,
+                 repeats=args.repeats, include_global_attention=args.global_attention,
+                 device=args.device, out=args.out)
+
+
+def _bench_fit(args) -> None:
+    from .bench.tasks import bench_fit
+
+    bench_fit(n=args.n, out=args.out)
+
+
+def _bench_train_step(args) -> None:
+    from .bench.tasks import bench_train_step
+
+    bench_train_step(points=args.points, batch=args.batch, steps=args.steps,
+                     fields=args.fields, out=args.out)
+
+
+def _bench_scaling(args) -> None:
+    from .bench.scaling import bench_scaling
+
+    bench_scaling(sizes_2d=tuple(2**k for k in range(10, args.max_2d + 1)),
+                  sizes_3d=tuple(2**k for k in range(12, args.max_3d + 1)),
+                  sizes_model=tuple(2**k for k in range(10, args.max_2d + 1, 2)),
+                  channels=args.channels, batch=args.batch, repeats=args.repeats,
+                  out=args.out)
+
+
+def _bench_all(args) -> None:
+    from .bench.suite import bench_all
+
+    bench_all(args.out_dir, device=args.device, quick=args.quick)
+
+
+def _demo(args) -> None:
+    from .tasks.demo import demo
+
+    demo(args.out, n_train=args.train, n_test=args.test, epochs=args.epochs, data_dir=args.data)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse ``argv`` and run the command; every failure is one line on stderr and exit 2."""
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "bench" and args.suite == "conv":
-            from .bench.conv import bench_conv
-
-            if args.kernel_size % 2 == 0:
-                parser.error(f"--kernel-size must be odd; got {args.kernel_size}")
-            bench_conv(
-                sizes=args.sizes, channels=args.channels, batch=args.batch,
-                kernel_size=args.kernel_size, repeats=args.repeats, device=args.device,
-                out=args.out,
-            )
-        elif args.command == "fit":
-            _fit(args)
-        elif args.command == "train":
-            _train(args)
-        elif args.command == "eval":
-            _eval(args)
-        elif args.command == "report":
-            _report(args)
-        elif args.command == "experiment":
-            _experiment(args)
-        elif args.command == "demo":
-            from .tasks.demo import demo
-
-            demo(args.out, n_train=args.train, n_test=args.test, epochs=args.epochs,
-                 data_dir=args.data)
-        elif args.command == "bench" and args.suite == "fit":
-            from .bench.tasks import bench_fit
-
-            bench_fit(n=args.n, out=args.out)
-        elif args.command == "bench" and args.suite == "train-step":
-            from .bench.tasks import bench_train_step
-
-            bench_train_step(points=args.points, batch=args.batch, steps=args.steps,
-                             fields=args.fields, out=args.out)
-        elif args.command == "bench" and args.suite == "scaling":
-            from .bench.scaling import bench_scaling
-
-            if args.max_2d < 10 or args.max_3d < 12:
-                parser.error("--max-2d must be at least 10 and --max-3d at least 12")
-            bench_scaling(sizes_2d=tuple(2**k for k in range(10, args.max_2d + 1)),
-                          sizes_3d=tuple(2**k for k in range(12, args.max_3d + 1)),
-                          sizes_model=tuple(2**k for k in range(10, args.max_2d + 1, 2)),
-                          channels=args.channels, batch=args.batch, repeats=args.repeats,
-                          out=args.out)
-        elif args.command == "bench" and args.suite == "all":
-            from .bench.suite import bench_all
-
-            bench_all(args.out_dir, device=args.device, quick=args.quick)
-        elif args.command == "bench" and args.suite == "layers":
-            from .bench.layers import bench_layers
-
-            bench_layers(
-                n=args.points, channels=args.channels, batch=args.batch, repeats=args.repeats,
-                include_global_attention=args.global_attention, device=args.device,
-                out=args.out,
-            )
+        args.handler(args)
     except (ValueError, OSError) as err:  # OSError: the file system refused (named in it)
         print(f"dinet: error: {err}", file=sys.stderr)
         return 2
