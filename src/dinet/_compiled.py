@@ -31,7 +31,7 @@ if AVAILABLE:
     @njit(cache=True, inline="always")
     def _axis_taps(off, h, dil, size, tol, out_taps, out_vals, k):
         """The two nearest hat centres on one axis and the hat values there (the formulas of
-        ``dinet.nn.kernels._axis_hats``, so both paths agree to rounding)."""
+        ``dinet.neighbors.stencils._axis_hats``, so both paths agree to rounding)."""
         centre = (size - 1) / 2.0
         if dil == 1:
             u = off / h + centre
@@ -252,7 +252,7 @@ def spline_stencil_csr(out_coords, in_coords, in_keys, in_weights, layout, kerne
         in_weights: ``(N_in,)`` float64, already including any kernel normalisation.
         layout: the :class:`~dinet.neighbors.search.CellLayout` of the keys.
         kernel_size, spacing, dilation: per axis.
-        snap: absolute snapping tolerance of offsets (see ``dinet.nn.kernels``).
+        snap: absolute snapping tolerance of offsets (see ``dinet.neighbors.stencils``).
     """
     x = np.ascontiguousarray(out_coords, dtype=np.float64)
     n_out = len(x)

@@ -18,14 +18,14 @@ from dinet.neighbors import (
     set_memory_budget,
 )
 from dinet.neighbors.budget import lattice_aligned, spline_taps_per_pair
-from dinet.nn import DIAttention, DIAvgPool, DIConv, DIMaxPool, Resample
-from dinet.nn.kernels import (
+from dinet.neighbors.stencils import (
     check_pair_budget,
     check_spline_budget,
     pair_stencil,
     spline_stencil,
     spline_support,
 )
+from dinet.nn import DIAttention, DIAvgPool, DIConv, DIMaxPool, Resample
 
 
 @pytest.fixture(autouse=True)

@@ -278,7 +278,7 @@ needs_numba = pytest.mark.skipif(not _compiled.AVAILABLE, reason="numba is not i
      (2, (5, 5), (2, 2), ("grid", "prefix"))],
 )
 def test_compiled_stencil_equals_numpy_path(dim, kernel_size, dilation, kinds):
-    from dinet.nn.kernels import _build_spline_stencil
+    from dinet.neighbors.stencils import _build_spline_stencil
 
     def make(kind, n, seed):
         if kind == "grid" or kind == "prefix":
@@ -300,7 +300,7 @@ def test_compiled_stencil_equals_numpy_path(dim, kernel_size, dilation, kinds):
 @pytest.mark.parametrize("dim", [2, 3])
 def test_compiled_stencil_two_pass_equals_one_pass(monkeypatch, dim):
     """Builds too large for the reusable entry buffer count first, then write in place."""
-    from dinet.nn.kernels import _build_spline_stencil
+    from dinet.neighbors.stencils import _build_spline_stencil
 
     pin, pout = P.sobol(900, dim, seed=3), P.random(400, dim, seed=4)
     args = (pin, pout, (3,) * dim, (2 / 10,) * dim, (1,) * dim)
@@ -422,8 +422,8 @@ def test_a_kernel_family_registered_from_outside(monkeypatch):
     """A family written outside dinet plugs into DIConv, the CLI's choices and checkpoints
     without touching the layer: here a box-filter family (one basis function, constant on
     the support), checked against the plain quadrature sum it stands for."""
+    from dinet.neighbors.stencils import pair_stencil
     from dinet.nn import KernelFamily, families, kernel_families, register_kernel_family
-    from dinet.nn.kernels import pair_stencil
 
     class BoxFamily(KernelFamily):
         @classmethod

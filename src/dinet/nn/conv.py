@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from ..neighbors import Stencil
+from ..neighbors.stencils import check_kernel_scale
 from ..points import PointSet
 from ._gridconv import grid_conv
 from ._lattice import window_output_points
 from .base import DIModule, check_points, check_values, per_axis, upcast_on_cpu
 from .families import KernelFamily, kernel_family
 from .functional import stencil_conv
-from .kernels import check_kernel_scale
 
 __all__ = ["DIConv"]
 

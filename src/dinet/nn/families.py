@@ -22,9 +22,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..neighbors import Stencil
+from ..neighbors.stencils import PairStencil, pair_stencil, spline_stencil, spline_support
 from ..points import PointSet
 from ._gridconv import GridPlan, grid_plan
-from .kernels import MLPBasis, PairStencil, pair_stencil, spline_stencil, spline_support
+from .kernels import MLPBasis
 
 if TYPE_CHECKING:
     from .conv import DIConv

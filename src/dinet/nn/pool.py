@@ -12,11 +12,11 @@ from torch.autograd.function import once_differentiable
 
 from .. import _compiled
 from ..neighbors import Stencil, stencil_cache
+from ..neighbors.stencils import MAX_WEIGHT_RATIO, PairStencil, pair_stencil
 from ..points import PointSet
 from ._lattice import window_output_points
 from .base import DIModule, check_points, check_values, per_axis, upcast_on_cpu
 from .functional import sparse_matmul
-from .kernels import MAX_WEIGHT_RATIO, PairStencil, pair_stencil
 
 __all__ = ["DIAvgPool", "DIMaxPool", "GlobalAvgPool", "GlobalMaxPool"]
 
