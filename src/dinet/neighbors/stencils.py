@@ -8,6 +8,8 @@ A DI kernel is K(δ) = Σ_b φ_b(δ) W_b; the learned bases live in :mod:`dinet.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
@@ -25,10 +27,12 @@ from .search import CellLayout, ball_neighbors, box_neighbors
 from .stencil import Stencil
 
 __all__ = [
+    "BoxPairs",
     "MAX_WEIGHT_RATIO",
     "PairStencil",
     "check_kernel_scale",
     "check_pair_budget",
+    "box_pairs",
     "check_spline_budget",
     "pair_stencil",
     "spline_basis",
@@ -313,3 +317,51 @@ def spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size, spaci
         key,
         lambda: _build_spline_stencil(points_in, points_out, kernel_size, spacing, dilation),
     )
+
+
+# --- box pairs (local attention) -------------------------------------------------------
+@dataclass
+class BoxPairs:
+    """Neighbour pairs of a box support in the point sets' own order, grouped by output
+    point (CSR), kept per device: what local attention iterates over."""
+
+    indptr: np.ndarray  # (N_out + 1,)
+    rows: torch.Tensor  # (P,) int64, non-decreasing
+    cols: torch.Tensor  # (P,) int64
+    _on_device: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device.type == "cpu":
+            return self.rows, self.cols
+        if device not in self._on_device:
+            self._on_device[device] = (self.rows.to(device), self.cols.to(device))
+        return self._on_device[device]
+
+    def chunks(self, per_pair: int, elements: int) -> list[tuple[int, int, int, int]]:
+        """Row ranges ``(r0, r1, p0, p1)`` of whole rows holding about
+        ``elements / per_pair`` pairs each (a longer row gets a chunk of its own)."""
+        target = max(1, elements // max(per_pair, 1))
+        indptr, n_out = self.indptr, len(self.indptr) - 1
+        out, r0 = [], 0
+        while r0 < n_out:
+            r1 = int(np.searchsorted(indptr, indptr[r0] + target, side="right")) - 1
+            r1 = min(max(r1, r0 + 1), n_out)
+            if indptr[r1] > indptr[r0]:  # rows without pairs need no work
+                out.append((r0, r1, int(indptr[r0]), int(indptr[r1])))
+            r0 = r1
+        return out
+
+
+def box_pairs(points_in: PointSet, points_out: PointSet, half_widths) -> BoxPairs:
+    """The cached :class:`BoxPairs` of a box support from ``points_out`` to ``points_in``."""
+    def build() -> BoxPairs:
+        check_stencil_budget(
+            "DIAttention neighbour pairs", points_out.coords, points_in.coords, half_widths,
+            search_bytes_per_pair(points_in.dim) + 8, 64.0 * (len(points_in) + len(points_out)),
+            hint="pass a smaller support= (or support=None: global attention keeps no pairs)",
+        )
+        nb = box_neighbors(points_out.coords, points_in.coords, half_widths)
+        return BoxPairs(nb.indptr, torch.from_numpy(nb.rows), torch.from_numpy(nb.cols))
+
+    key = ("DIAttention.box", points_in.digest, points_out.digest, tuple(half_widths))
+    return stencil_cache.get_or_build(key, build)

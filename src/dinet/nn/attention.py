@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neighbors import box_neighbors, check_stencil_budget, stencil_cache
-from ..neighbors.budget import search_bytes_per_pair
+from ..neighbors.stencils import BoxPairs, box_pairs
 from ..points import PointSet
 from .base import DIModule, check_points, check_values, upcast_on_cpu
 
@@ -76,51 +74,6 @@ def global_attention(
 # --- local attention -------------------------------------------------------------------------
 
 
-@dataclass
-class _Pairs:
-    """Neighbour pairs of a box support, grouped by output point (CSR), kept per device."""
-
-    indptr: np.ndarray  # (N_out + 1,)
-    rows: torch.Tensor  # (P,) int64, non-decreasing
-    cols: torch.Tensor  # (P,) int64
-    _on_device: dict = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device.type == "cpu":
-            return self.rows, self.cols
-        if device not in self._on_device:
-            self._on_device[device] = (self.rows.to(device), self.cols.to(device))
-        return self._on_device[device]
-
-    def chunks(self, per_pair: int) -> list[tuple[int, int, int, int]]:
-        """Row ranges ``(r0, r1, p0, p1)`` of whole rows holding about
-        ``_CHUNK_ELEMENTS / per_pair`` pairs each (a longer row gets a chunk of its own)."""
-        target = max(1, _CHUNK_ELEMENTS // max(per_pair, 1))
-        indptr, n_out = self.indptr, len(self.indptr) - 1
-        out, r0 = [], 0
-        while r0 < n_out:
-            r1 = int(np.searchsorted(indptr, indptr[r0] + target, side="right")) - 1
-            r1 = min(max(r1, r0 + 1), n_out)
-            if indptr[r1] > indptr[r0]:  # rows without pairs need no work
-                out.append((r0, r1, int(indptr[r0]), int(indptr[r1])))
-            r0 = r1
-        return out
-
-
-def _box_pairs(points_in: PointSet, points_out: PointSet, half_widths) -> _Pairs:
-    def build() -> _Pairs:
-        check_stencil_budget(
-            "DIAttention neighbour pairs", points_out.coords, points_in.coords, half_widths,
-            search_bytes_per_pair(points_in.dim) + 8, 64.0 * (len(points_in) + len(points_out)),
-            hint="pass a smaller support= (or support=None: global attention keeps no pairs)",
-        )
-        nb = box_neighbors(points_out.coords, points_in.coords, half_widths)
-        return _Pairs(nb.indptr, torch.from_numpy(nb.rows), torch.from_numpy(nb.cols))
-
-    key = ("DIAttention.box", points_in.digest, points_out.digest, tuple(half_widths))
-    return stencil_cache.get_or_build(key, build)
-
-
 def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, index)  # several times faster than t[index] on CPU
 
@@ -136,14 +89,14 @@ class _LocalAttention(torch.autograd.Function):
     (as flash attention does), so neither pass stores anything per pair."""
 
     @staticmethod
-    def forward(ctx, q, k, v, log_w, pairs: _Pairs, n_batch_channels: int):
+    def forward(ctx, q, k, v, log_w, pairs: BoxPairs, n_batch_channels: int):
         # q: (N_out, B, H, d), k/v: (N_in, B, H, d), point-major so gathers copy whole rows.
         n_out, batch, heads, d = q.shape
         scale = 1.0 / math.sqrt(d)
         all_rows, all_cols = pairs.to(q.device)
         out = q.new_zeros(n_out, batch, heads, d)
         lse = q.new_full((n_out, batch, heads), -math.inf)  # log Σ_j e^{s_ij}; -inf: no pairs
-        chunks = pairs.chunks(n_batch_channels)
+        chunks = pairs.chunks(n_batch_channels, _CHUNK_ELEMENTS)
         for r0, r1, p0, p1 in chunks:
             rows, cols = all_rows[p0:p1], all_cols[p0:p1]
             local = rows - r0
@@ -194,7 +147,7 @@ class _LocalAttention(torch.autograd.Function):
 
 
 def local_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor, pairs: _Pairs
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor, pairs: BoxPairs
 ) -> torch.Tensor:
     r"""Softmax attention over each output point's neighbours only.
 
@@ -317,11 +270,11 @@ class DIAttention(DIModule):
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
-    def pairs(self, points_in: PointSet, points_out: PointSet) -> _Pairs:
+    def pairs(self, points_in: PointSet, points_out: PointSet) -> BoxPairs:
         """The cached neighbour pairs of the local support between two point sets."""
         if self.support is None:
             raise ValueError("global DIAttention (support=None) has no neighbour pairs")
-        return _box_pairs(points_in, points_out, self.support)
+        return box_pairs(points_in, points_out, self.support)
 
     def _queries(self, x, points_in, points_out, query) -> torch.Tensor:
         if query is not None:
