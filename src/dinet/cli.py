@@ -101,18 +101,21 @@ def _kinds_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Every choice comes from the registry or constant that owns it.
-    from .distributed import DEVICES
-    from .fields.models import FIELD_ARCHS
-    from .models import QUADRATURES
-    from .nn import kernel_families
-    from .tasks.data import TASKS
-
+    """The ``dinet`` command line: one function per command adds its parser and binds its
+    handler; every choice comes from the registry or constant that owns it."""
     parser = argparse.ArgumentParser(
         prog="dinet",
         description="Discretization-invariant deep learning on neural fields (DI-Net).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_bench_parser, _fit_parser, _train_parser, _eval_parser, _demo_parser,
+                _report_parser, _experiment_parser):
+        add(commands)
+    return parser
+
+
+def _bench_parser(commands) -> None:
+    """``dinet bench SUITE``: the benchmark suites."""
 
     bench = commands.add_parser("bench", help="run benchmarks and write JSON results")
     suites = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)
@@ -206,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: cpu)")
     ball.add_argument("--quick", action="store_true",
                       help="tiny sizes: checks that every suite runs, in seconds")
+    for sub, run in ((conv, _bench_conv), (layers, _bench_layers), (bfit, _bench_fit),
+                     (bstep, _bench_train_step), (bscale, _bench_scaling), (ball, _bench_all)):
+        sub.set_defaults(handler=run)
+
+
+def _fit_parser(commands) -> None:
+    """``dinet fit``: images to a field dataset."""
+    from .fields.models import FIELD_ARCHS
 
     fit = commands.add_parser(
         "fit",
@@ -244,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="base seed, an integer >= 0 (default: 0)")
     fit.epilog = ("Under torchrun (torchrun --nproc_per_node=K -m dinet fit ...) rank r fits the "
                   "shards k with k % K == r and rank 0 writes the manifest.")
+    fit.set_defaults(handler=_fit)
+
+
+def _train_parser(commands) -> None:
+    """``dinet train``."""
+    from .distributed import DEVICES
+    from .models import QUADRATURES
+    from .nn import kernel_families
+    from .tasks.data import TASKS
 
     tr = commands.add_parser(
         "train",
@@ -299,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
                  "processes train one model with DistributedDataParallel (gloo on the CPU, "
                  "NCCL on CUDA); --batch-size is the global batch, and the run equals a "
                  "one-process run to float rounding.")
+    tr.set_defaults(handler=_train)
+
+
+def _eval_parser(commands) -> None:
+    """``dinet eval``."""
+    from .distributed import DEVICES
 
     ev = commands.add_parser(
         "eval",
@@ -322,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     ev.add_argument("--device", default="auto", choices=DEVICES,
                     help="where the model runs (default: auto, CUDA when available)")
+    ev.set_defaults(handler=_eval)
+
+
+def _demo_parser(commands) -> None:
+    """``dinet demo``."""
 
     dm = commands.add_parser(
         "demo",
@@ -338,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="test images (default: 1024)")
     dm.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default: 10)")
     dm.add_argument("--data", default=None, help="folder holding the Fashion-MNIST files")
+    dm.set_defaults(handler=_demo)
+
+
+def _report_parser(commands) -> None:
+    """``dinet report``."""
 
     rep = commands.add_parser(
         "report",
@@ -351,12 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="test point count to report (default: each run's training count)")
     rep.add_argument("--out", default=None,
                      help="folder for report.md and report.png (default: the runs' parent)")
-    _experiment_parser(commands)
-    for sub, run in ((conv, _bench_conv), (layers, _bench_layers), (bfit, _bench_fit),
-                     (bstep, _bench_train_step), (bscale, _bench_scaling), (ball, _bench_all),
-                     (fit, _fit), (tr, _train), (ev, _eval), (dm, _demo), (rep, _report)):
-        sub.set_defaults(handler=run)
-    return parser
+    rep.set_defaults(handler=_report)
+
+
 
 
 def _experiment_parser(commands) -> None:
