@@ -47,6 +47,7 @@ def _child(rank: int, world: int, port: int, job, args) -> None:
     distributed.init(rank, world, "cpu")
     try:
         job(*args)
+        distributed.barrier()  # every rank done before any tears its connections down
     finally:
         distributed.shutdown()
 

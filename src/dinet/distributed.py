@@ -143,9 +143,15 @@ def session(device: str = "auto",
     chosen = init_from_env(device, timeout)
     try:
         yield chosen
-    finally:
-        if joined:
+    except BaseException:
+        if joined:  # no barrier: the other ranks may be gone
             shutdown()
+        raise
+    if joined:
+        # Every rank done before any tears its connections down: gloo aborts a process
+        # whose peer closes a pair while it still holds it.
+        barrier()
+        shutdown()
 
 
 def barrier() -> None:
