@@ -495,29 +495,17 @@ def _train(args) -> None:
 
 
 def _fit(args) -> None:
-    import datetime
+    from .data.fit import fit_source
 
-    from . import distributed
-    from ._io import check_writable
-    from .data import load_source
-    from .fields.build import build_dataset
-
-    check_writable(args.out)  # before loading or fitting anything
-    images, labels, info = load_source(args.source, split=args.split, limit=args.limit,
-                                       size=args.size, data_dir=args.data, seed=args.seed)
-    arch_hparams = {k: v for k, v in (("width", args.width), ("depth", args.depth),
-                                      ("omega0", args.omega0)) if v is not None}
-    fit_options = {k: v for k, v in (("max_steps", args.max_steps),
-                                     ("target_psnr", args.target_psnr)) if v is not None}
-    # Fields are fitted on the CPU. A rank may wait for the others' shards at a barrier for
-    # as long as they take, hence the long timeout (torchrun ends the job if a rank dies).
-    with distributed.session("cpu", timeout=datetime.timedelta(hours=24)):
-        ds = build_dataset(args.out, images, labels, source=info, split=args.split,
-                           arch=args.arch, arch_hparams=arch_hparams, fit_options=fit_options,
-                           shard_size=args.shard_size, seed=args.seed)
-        main = distributed.is_main()
-    if main:
-            print(f"{ds}: PSNR on the grid {ds.psnr_grid.mean():.2f} dB (min "
+    ds = fit_source(
+        args.source, args.out, split=args.split, limit=args.limit, size=args.size,
+        data_dir=args.data, seed=args.seed, arch=args.arch, shard_size=args.shard_size,
+        arch_hparams={k: v for k, v in (("width", args.width), ("depth", args.depth),
+                                        ("omega0", args.omega0)) if v is not None},
+        fit_options={k: v for k, v in (("max_steps", args.max_steps),
+                                       ("target_psnr", args.target_psnr)) if v is not None})
+    if ds is not None:
+        print(f"{ds}: PSNR on the grid {ds.psnr_grid.mean():.2f} dB (min "
               f"{ds.psnr_grid.min():.2f}), off the grid {ds.psnr_offgrid.mean():.2f} dB")
 
 

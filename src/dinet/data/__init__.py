@@ -11,6 +11,7 @@ from .fashion_mnist import (
     read_idx,
     resize_images,
 )
+from .fit import fit_source
 from .scenes import Scenes, make_scenes
 from .sources import SOURCES, load_image_folder, load_npz, load_source, to_unit_images
 
@@ -19,6 +20,7 @@ __all__ = [
     "SOURCES",
     "Balls",
     "Scenes",
+    "fit_source",
     "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
