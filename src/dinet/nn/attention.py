@@ -310,9 +310,8 @@ class DIAttention(DIModule):
     ) -> torch.Tensor:
         """Attend from the queries at ``points_out`` to the field ``x`` on ``points_in``."""
         if upcast_on_cpu(x):  # the CPU's sparse kernels take float32/float64 only
-            up = (None if t is None else t.float() for t in (query, value))
-            return self.forward(x.float(), points_in, points_out, next(up),
-                                value=next(up)).to(x.dtype)
+            query, value = (None if t is None else t.float() for t in (query, value))
+            return self.forward(x.float(), points_in, points_out, query, value=value).to(x.dtype)
         check_points(points_in, self.dim, "points_in")
         points_out = points_in if points_out is None else points_out
         check_points(points_out, self.dim, "points_out")

@@ -335,7 +335,7 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
         count = str(points or r.get("train_points"))
         if r.get("baseline"):
             count = next(iter(next(iter(table.values()))))
-        evaluated = sorted({c for row in table.values() for c in row}, key=int)
+        evaluated = _counts(table)
         if count not in evaluated:
             raise ValueError(f"{run} was evaluated at {', '.join(evaluated)} points, not "
                              f"{count} — pass --points one of those, or re-evaluate")
