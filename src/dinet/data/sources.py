@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from .._io import read_arrays
+from ..fields.dataset import MAX_CLASSES
 from .fashion_mnist import resize_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-#: Labels are class indices below this (a classifier has one output per class).
-MAX_CLASSES = 65536
 #: The largest image side ``dinet fit --size`` takes (a field per image is fitted to it).
 MAX_SIZE = 4096
 
