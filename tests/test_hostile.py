@@ -23,11 +23,11 @@ from dinet.fields import build as build_module
 from dinet.fields.build import build_dataset
 from dinet.fields.dataset import (
     DatasetError,
-    _serialize,
     shard_metadata,
     write_manifest,
     write_shard,
 )
+from dinet.fields.shards import serialize_safetensors
 
 FIT = dict(arch_hparams={"width": 8, "depth": 2}, fit_options={"max_steps": 10,
                                                               "meta_steps": 2},
@@ -125,7 +125,7 @@ def test_shard_without_a_recorded_digest_is_refitted(ds_path, clean, monkeypatch
     tensors = st_load((ds_path / entry["file"]).read_bytes())
     meta = {k: v for k, v in shard_metadata(ds_path / entry["file"]).items() if k != "sha256"}
     tensors["field.layers.0.bias"] += 1.0
-    (ds_path / entry["file"]).write_bytes(_serialize(tensors, meta))
+    (ds_path / entry["file"]).write_bytes(serialize_safetensors(tensors, meta))
     build_dataset(ds_path, _images(), np.arange(12) % 3, **FIT)
     assert (ds_path / entry["file"]).read_bytes() == (clean / entry["file"]).read_bytes()
 

@@ -12,18 +12,17 @@ from tqdm import tqdm
 
 from .. import distributed
 from . import fit as fit_module
-from .dataset import (
+from .dataset import DatasetError, FieldDataset
+from .models import build_field
+from .shards import (
     MANIFEST,
     SHARD_PATTERN,
-    DatasetError,
-    FieldDataset,
     plan_digest,
     read_shard_entry,
     shard_metadata,
     write_manifest,
     write_shard,
 )
-from .models import build_field
 
 __all__ = ["build_dataset", "source_checksum"]
 

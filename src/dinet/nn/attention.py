@@ -1,4 +1,9 @@
-"""``DIAttention``: multi-head attention with respect to the measure, global or over a box."""
+"""``DIAttention``: multi-head attention with respect to the measure, global or over a box.
+
+Holds the attention kernels (:func:`global_attention`, :func:`local_attention`) and the
+layer; its conversion from ``nn.MultiheadAttention`` (:meth:`DIAttention.from_multihead`)
+checks and copies weights with the helpers in :mod:`dinet.nn.multihead`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from torch import nn
 from ..neighbors.stencils import BoxPairs, box_pairs
 from ..points import PointSet
 from .base import DIModule, check_points, check_values, upcast_on_cpu
+from .multihead import check_multihead, copy_multihead_weights
 
 __all__ = ["DIAttention", "global_attention", "local_attention"]
 
@@ -378,31 +384,7 @@ class DIAttention(DIModule):
             support: ``None`` (global, the exact conversion) or box half-widths.
             dim: spatial dimension of the point sets.
         """
-        if not isinstance(mha, nn.MultiheadAttention):
-            raise ValueError(
-                f"from_multihead converts nn.MultiheadAttention; got {type(mha).__name__}"
-            )
-        if mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError(
-                "add_bias_kv / add_zero_attn append keys that sit at no point of the domain, "
-                "so they have no DI equivalent — convert an nn.MultiheadAttention without them"
-            )
-        has_bias = mha.in_proj_bias is not None
-        layer = cls(mha.embed_dim, mha.num_heads, support=support, dim=dim, bias=has_bias,
-                    kdim=mha.kdim, vdim=mha.vdim)
-        e = mha.embed_dim
-        if mha._qkv_same_embed_dim:
-            weights = mha.in_proj_weight.detach().split(e)
-        else:
-            weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
-        biases = mha.in_proj_bias.detach().split(e) if has_bias else (None,) * 3
-        with torch.no_grad():
-            for proj, w, b in zip((layer.q_proj, layer.k_proj, layer.v_proj), weights, biases,
-                                  strict=True):
-                proj.weight.copy_(w)
-                if b is not None:
-                    proj.bias.copy_(b)
-            layer.out_proj.weight.copy_(mha.out_proj.weight)
-            if has_bias:  # nn.MultiheadAttention(bias=...) sets both biases or neither
-                layer.out_proj.bias.copy_(mha.out_proj.bias)
-        return layer.to(device=mha.out_proj.weight.device, dtype=mha.out_proj.weight.dtype)
+        check_multihead(mha)
+        layer = cls(mha.embed_dim, mha.num_heads, support=support, dim=dim,
+                    bias=mha.in_proj_bias is not None, kdim=mha.kdim, vdim=mha.vdim)
+        return copy_multihead_weights(mha, layer)

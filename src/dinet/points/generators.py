@@ -3,6 +3,10 @@
 Every generator orders its points so that a prefix is a good discretization on its own:
 Sobol and Halton prefixes are the same low-discrepancy sequence, grids are stored coarse to
 fine. ``seed=None`` draws a fresh scramble or sample; an integer seed reproduces it.
+
+Also holds the builders of Voronoi-weighted sets that the samplers (:mod:`.samplers`,
+:mod:`.lattices`) share: :func:`voronoi_pointset`, :func:`distinct_voronoi_pointset`,
+:func:`float32_coords` and :func:`repeated_rows` (internal, not in ``__all__``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 from scipy.stats import qmc
 
+from .checks import check_count, check_dim, check_shape, seed_int
 from .pointset import PointSet
 from .voronoi import region_mask, voronoi_weights
 from .weights import (
@@ -36,36 +41,6 @@ __all__ = [
 ]
 
 
-def _check_count(n, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive integer; got {n!r}")
-    return int(n)
-
-
-def _check_dim(dim) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer (2 or 3 for images/volumes); got {dim!r}")
-    return int(dim)
-
-
-def _check_shape(shape) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    shape = tuple(shape)
-    if not shape or any(
-        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape
-    ):
-        raise ValueError(f"grid shape must be a tuple of positive integers; got {shape!r}")
-    return tuple(int(s) for s in shape)
-
-
-def _seed_int(seed) -> int:
-    """A concrete integer seed; ``None`` draws a fresh one from the OS."""
-    if seed is None:
-        return int(np.random.SeedSequence().entropy % (2**63))
-    return int(seed)
-
-
 def _to_domain(unit: np.ndarray) -> np.ndarray:
     """Map [0, 1) to [-1, 1) in float64, clipped so float32 rounding stays in the domain."""
     return np.clip(2.0 * unit - 1.0, -1.0, 1.0)
@@ -83,9 +58,9 @@ def sobol(n: int, dim: int = 2, seed: int | None = None, scramble: bool = True) 
         seed: scramble seed; ``None`` draws a fresh scramble (randomised QMC).
         scramble: ``False`` gives the plain Sobol' sequence (its first point is the corner).
     """
-    n, dim = _check_count(n), _check_dim(dim)
+    n, dim = check_count(n), check_dim(dim)
     engine = torch.quasirandom.SobolEngine(
-        dim, scramble=scramble, seed=_seed_int(seed) if scramble else None
+        dim, scramble=scramble, seed=seed_int(seed) if scramble else None
     )
     unit = engine.draw(n, dtype=torch.float64).numpy()
     return _uniform("sobol", _to_domain(unit))
@@ -96,15 +71,15 @@ def halton(n: int, dim: int = 2, seed: int | None = None) -> PointSet:
 
     ``seed=None`` draws a fresh scramble.
     """
-    n, dim = _check_count(n), _check_dim(dim)
-    engine = qmc.Halton(d=dim, scramble=True, seed=np.random.default_rng(_seed_int(seed)))
+    n, dim = check_count(n), check_dim(dim)
+    engine = qmc.Halton(d=dim, scramble=True, seed=np.random.default_rng(seed_int(seed)))
     return _uniform("halton", _to_domain(engine.random(n)))
 
 
 def random(n: int, dim: int = 2, seed: int | None = None) -> PointSet:
     """``n`` independent uniform points on [-1, 1]^dim (plain Monte Carlo, uniform weights)."""
-    n, dim = _check_count(n), _check_dim(dim)
-    rng = np.random.default_rng(_seed_int(seed))
+    n, dim = check_count(n), check_dim(dim)
+    rng = np.random.default_rng(seed_int(seed))
     return _uniform("random", _to_domain(rng.random((n, dim))))
 
 
@@ -115,7 +90,7 @@ def shrunk(n: int, dim: int = 2, seed: int | None = None) -> PointSet:
     are the exact inverse sampling density: per axis the density of t = s|s| is
     1 / (4 √|t|) when s is uniform on [-1, 1], so w_j = Π_k 4 √|t_jk| / n.
     """
-    n, dim = _check_count(n), _check_dim(dim)
+    n, dim = check_count(n), check_dim(dim)
     s = sobol(n, dim, seed=seed).coords.double().numpy()
     coords = s * np.abs(s)
     return PointSet(coords, shrunk_weights(coords), "shrunk", weight_method="density")
@@ -147,7 +122,7 @@ def grid(shape: int | Sequence[int]) -> PointSet:
     convention. The prefix of ⌈H/2^k⌉·⌈W/2^k⌉ points is the sub-grid of indices ≡ 0 mod 2^k.
     Weights are uniform, 2^d / N (the pixel area).
     """
-    shape = _check_shape(shape)
+    shape = check_shape(shape)
     return lattice([-1.0 + (2.0 * np.arange(s) + 1.0) / s for s in shape])
 
 
@@ -168,9 +143,9 @@ def jittered_grid(shape: int | Sequence[int], seed: int | None = None) -> PointS
 
     Same coarse-to-fine order as :func:`grid`; uniform weights 2^d / N.
     """
-    shape = _check_shape(shape)
+    shape = check_shape(shape)
     base = grid(shape).coords.double().numpy()
-    rng = np.random.default_rng(_seed_int(seed))
+    rng = np.random.default_rng(seed_int(seed))
     half = 1.0 / np.asarray(shape, dtype=np.float64)  # half a pixel, per axis
     coords = np.clip(base + rng.uniform(-1.0, 1.0, base.shape) * half, -1.0, 1.0)
     weights = np.full(len(coords), 2.0 ** len(shape) / len(coords))
@@ -196,7 +171,7 @@ def masked(points: PointSet, mask_fn: Callable[[torch.Tensor], torch.Tensor]) ->
     kind = f"masked({points.kind})"
     if points.weight_method == "voronoi":
         region = mask_fn if points.region is None else _both(points.region, mask_fn)
-        return _voronoi(points.coords[keep].double().numpy(), kind, region)
+        return voronoi_pointset(points.coords[keep].double().numpy(), kind, region)
     method = "density" if points.weight_method in ("uniform", "lattice") else points.weight_method
     return PointSet(points.coords[keep], points.weights[keep], kind, weight_method=method)
 
@@ -241,7 +216,7 @@ def from_coords(coords, weights: str | Sequence[float] | torch.Tensor = "voronoi
         if not torch.isfinite(c).all():
             raise ValueError("coords contain NaN or inf — drop or fix those points")
         if weights == "voronoi":
-            return _voronoi(c.numpy(), "points", region)
+            return voronoi_pointset(c.numpy(), "points", region)
         if weights == "knn":
             return PointSet(c, knn_weights(c.clamp(-1, 1)), "points", weight_method="knn")
         if weights == "uniform":
@@ -252,7 +227,7 @@ def from_coords(coords, weights: str | Sequence[float] | torch.Tensor = "voronoi
     return PointSet(c, torch.as_tensor(np.asarray(weights)), "points", weight_method="density")
 
 
-def _voronoi(coords: np.ndarray, kind: str, region=None) -> PointSet:
+def voronoi_pointset(coords: np.ndarray, kind: str, region=None) -> PointSet:
     """A point set weighted by its Voronoi cells, computed on the float32 coordinates the
     point set stores (so the weights are those of the points the layers see)."""
     c = np.asarray(coords, dtype=np.float64)
@@ -265,3 +240,24 @@ def _voronoi(coords: np.ndarray, kind: str, region=None) -> PointSet:
 def _uniform(kind: str, coords: np.ndarray) -> PointSet:
     weights = np.full(len(coords), 2.0 ** coords.shape[1] / len(coords))
     return PointSet(coords, weights, kind, weight_method="uniform")
+
+
+def float32_coords(coords: np.ndarray) -> np.ndarray:
+    """Coordinates as a PointSet will store them (float32), back in float64, clipped to Ω."""
+    return np.clip(coords.astype(np.float32).astype(np.float64), -1.0, 1.0)
+
+
+def repeated_rows(coords: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows equal to an earlier row."""
+    _, first = np.unique(coords, axis=0, return_index=True)
+    repeated = np.ones(len(coords), dtype=bool)
+    repeated[first] = False
+    return repeated
+
+
+def distinct_voronoi_pointset(coords: np.ndarray, kind: str) -> PointSet:
+    """A PointSet of float32-rounded, distinct coords with clipped-Voronoi weights."""
+    coords = float32_coords(coords)
+    if repeated_rows(coords).any():  # every generator guarantees this; a bug if it fails
+        raise RuntimeError(f"{kind} generated coinciding points; please report this")
+    return voronoi_pointset(coords, kind)
