@@ -18,7 +18,7 @@ from dinet.fields import build_dataset
 from dinet.models import GridCNNSegmenter, SDFNet, Segmenter
 from dinet.tasks import TrainConfig, evaluate, open_task_data, report, train
 from dinet.tasks.metrics import confusion, mean_iou, pixel_accuracy
-from dinet.tasks.train import MODELS
+from dinet.tasks import get_task, task_names
 
 SIZE = 16
 train_module = importlib.import_module("dinet.tasks.train")  # the module, not the function
@@ -202,7 +202,7 @@ def test_mismatched_data_models_and_runs_are_refused(class_fields, scenes_fields
     assert "without labels" in capsys.readouterr().err
 
 
-RESUME_CASES = [(task, model) for task, models in MODELS.items() for model in models]
+RESUME_CASES = [(task, model) for task in task_names() for model in get_task(task).models]
 
 
 @pytest.mark.parametrize(("task", "model"), RESUME_CASES,

@@ -4,6 +4,7 @@ discrete CNN baselines, and checkpoints that rebuild them."""
 from .base import QUADRATURES, DIModel, check_quadrature, load_model, unweighted
 from .baselines import GridCNNClassifier, GridCNNSegmenter, VoxelCNN3d
 from .classifier import PRESETS, Classifier
+from .registry import ModelEntry, create_model, model_entry, model_names, register_model
 from .sdf import SDFNet
 from .segmenter import SEGMENTER_PRESETS, Segmenter
 
@@ -15,10 +16,47 @@ __all__ = [
     "DIModel",
     "GridCNNClassifier",
     "GridCNNSegmenter",
+    "ModelEntry",
     "SDFNet",
     "Segmenter",
     "VoxelCNN3d",
     "check_quadrature",
+    "create_model",
     "load_model",
+    "model_entry",
+    "model_names",
+    "register_model",
     "unweighted",
 ]
+
+
+def _register_builtins() -> None:
+    """The built-in models of the built-in tasks (the first of each is its default; ``cnn``
+    is the discrete grid baseline). ``dinet-res`` reads 256 points as well as 4,096 with its
+    finest kernels two pixels wide; the others start at one pixel."""
+    for preset in ("dinet-res", *(p for p in PRESETS if p != "dinet-res")):
+        register_model("classify", preset, _preset_builder(Classifier, preset),
+                       pixels=2.0 if preset == "dinet-res" else 1.0)
+    for preset in ("dinet-unet", *(p for p in SEGMENTER_PRESETS if p != "dinet-unet")):
+        register_model("segment", preset, _preset_builder(Segmenter, preset))
+    register_model("sdf", "sdfnet", lambda *, in_channels, base_spacing, kernel, quadrature,
+                   **_: SDFNet(in_channels=in_channels, base_spacing=base_spacing,
+                               kernel=kernel, quadrature=quadrature))
+    for task, cnn in (("classify", GridCNNClassifier), ("segment", GridCNNSegmenter)):
+        register_model(task, "cnn", lambda *, cnn=cnn, in_channels, n_classes, size,
+                       quadrature, **_: cnn(in_channels=in_channels, n_classes=n_classes,
+                                            size=size, quadrature=quadrature),
+                       grid_baseline=True)
+    register_model("sdf", "cnn", lambda *, in_channels, size, quadrature, **_: VoxelCNN3d(
+        in_channels=in_channels, size=size, quadrature=quadrature), grid_baseline=True)
+
+
+def _preset_builder(cls, preset: str):
+    def build(*, in_channels, n_classes, base_spacing, kernel, quadrature, **_):
+        return cls(preset, in_channels=in_channels, n_classes=n_classes,
+                   base_spacing=base_spacing, kernel=kernel, quadrature=quadrature)
+
+    return build
+
+
+_register_builtins()

@@ -32,9 +32,10 @@ from tqdm import tqdm
 from .. import points as P
 from .._io import atomic_torch_save, atomic_write_text
 from ..convert import ConvertedCNN, from_cnn
-from .data import ClassifyData, open_task_data
+from .augment import Augment, derived_seed
+from .base import open_task_data
+from .classify import ClassifyData
 from .discretize import make_points
-from .train import Augment, derived_seed
 
 __all__ = ["FROM_CNN_DISCRETIZATIONS", "FromCNNConfig", "from_cnn_table", "run_from_cnn",
            "small_cnn"]

@@ -1,0 +1,106 @@
+"""Argument types and shared options of the command line: every value is checked at parse
+time, so a bad flag is an argparse error before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+__all__: list[str] = []  # internal to dinet.cli
+
+
+def int_at_least(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``, described as ``what`` in errors."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer")
+non_negative_int = int_at_least(0, "an integer >= 0")
+
+
+def odd_positive_int(text: str) -> int:
+    """An argparse type: an odd positive integer (a kernel size)."""
+    value = positive_int(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd kernel size, got {value}")
+    return value
+
+
+def float_above(minimum: float, inclusive: bool, what: str):
+    """An argparse type: a finite float > ``minimum`` (>= when ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = float_above(0.0, False, "a positive number")
+non_negative_float = float_above(0.0, True, "a number >= 0")
+DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
+
+
+def device(text: str) -> str:
+    """An argparse type: a torch device string such as cpu, cuda or cuda:1."""
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a torch device such as cpu, cuda or cuda:1; got {text!r}")
+    return text
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated positive integers."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 4096,16384; got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers; got {text!r}")
+    return values
+
+
+def bench_options(parser: argparse.ArgumentParser, repeats: int, out: str) -> None:
+    """The options every benchmark suite shares."""
+    parser.add_argument("--channels", type=positive_int, default=64,
+                        help="input = output channels (default: 64)")
+    parser.add_argument("--batch", type=positive_int, default=8,
+                        help="batch size (default: 8)")
+    parser.add_argument("--repeats", type=positive_int, default=repeats,
+                        help=f"timed runs after one warm-up; the median is reported "
+                        f"(default: {repeats})")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="torch device: cpu, cuda, cuda:N (default: cpu)")
+    json_out(parser, out)
+
+
+def json_out(parser: argparse.ArgumentParser, path: str) -> None:
+    """A benchmark's ``--out``: the JSON file it writes (default ``path``)."""
+    parser.add_argument("--out", default=path, help=f"JSON output path (default: {path})")
+
+
+def kinds_help() -> str:
+    """The registered discretizations, for help texts (``dinet.tasks.discretize``)."""
+    from ..tasks.discretize import FILE_PREFIX, describe
+
+    text = (f"{describe()}; {FILE_PREFIX}FILE: your own (N, d) coordinates (key 'coords', "
+            "optional 'weights'; Voronoi weights otherwise)")
+    return text.replace("%", "%%")  # argparse formats help with %

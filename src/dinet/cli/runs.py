@@ -1,0 +1,179 @@
+"""``dinet train``, ``dinet eval`` and ``dinet report``: training runs and their tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .options import (
+    int_list,
+    kinds_help,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(commands) -> None:
+    """Add ``train``, ``eval`` and ``report`` to the ``dinet`` sub-commands."""
+    for add in (_train_parser, _eval_parser, _report_parser):
+        add(commands)
+
+
+def _train_parser(commands) -> None:
+    """``dinet train``."""
+    from ..distributed import DEVICES
+    from ..models import QUADRATURES
+    from ..nn import kernel_families
+    from ..tasks import DEFAULT_TASK, get_task, task_names
+
+    tasks = [get_task(name) for name in task_names()]
+
+    tr = commands.add_parser(
+        "train",
+        help="train a DI-Net (or a grid CNN baseline) to classify, segment or predict SDF",
+        description="Train a model on a task, drawing a fresh discretization per step when it "
+        "is randomised. Writes config.json, metrics.jsonl (one line per epoch), model.pt and "
+        "train_state.pt (atomically, every epoch) under --out.",
+    )
+    tr.add_argument("--task", default=DEFAULT_TASK, choices=task_names(),
+                    help="; ".join(t.help or t.name for t in tasks).replace("%", "%%"))
+    tr.add_argument("--fields", required=True,
+                    help="; ".join(f"{t.name}: {t.data_help}" for t in tasks).replace("%", "%%"))
+    tr.add_argument("--discretization", default="sobol",
+                    help=f"{kinds_help()} (default: sobol)")
+    tr.add_argument("--points", type=positive_int, default=None,
+                    help="points per field (default: " + ", ".join(
+                        f"{t.default_points} for {t.name}" for t in tasks) + ")")
+    tr.add_argument("--mix-points", type=int_list, default=(),
+                    help="other point counts, comma-separated (e.g. 256): each step draws "
+                    "one of --points and these, so the model learns to read coarse and fine "
+                    "discretizations alike")
+    tr.add_argument("--model", default=None,
+                    help="; ".join(f"{t.name}: {t.models[0]} (default)" + "".join(
+                        f" | {m}" for m in t.models[1:]) for t in tasks if t.models)
+                    + " (cnn = the discrete grid baseline, with --discretization grid)")
+    tr.add_argument("--epochs", type=positive_int, default=1, help="epochs (default: 1)")
+    tr.add_argument("--batch-size", type=positive_int, default=64,
+                    help="fields per step (default: 64)")
+    tr.add_argument("--lr", type=positive_float, default=1e-3,
+                    help="AdamW learning rate (1e-3)")
+    tr.add_argument("--weight-decay", type=non_negative_float, default=1e-3,
+                    help="AdamW weight decay (1e-3)")
+    tr.add_argument("--quadrature", default="weights", choices=QUADRATURES,
+                    help="'none' drops the quadrature weights (the paper's plain sums)")
+    tr.add_argument("--kernel", default="spline", choices=kernel_families(),
+                    help="convolution kernel family (default: spline)")
+    tr.add_argument("--base-spacing", type=positive_float, default=None,
+                    help="finest kernel lattice step in domain units (default: 2 / image size)")
+    tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
+    tr.add_argument("--limit", type=positive_int, default=None,
+                    help="train on the first N fields")
+    tr.add_argument("--seed", type=non_negative_int, default=0,
+                    help="seed, an integer >= 0 (default: 0)")
+    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last finished epoch")
+    tr.add_argument("--device", default="auto", choices=DEVICES,
+                    help="auto (default): CUDA when available, else the CPU; under torchrun "
+                    "each process takes the GPU of its LOCAL_RANK")
+    tr.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast (CUDA only; refused on the CPU)")
+    tr.epilog = ("Under torchrun (torchrun --nproc_per_node=K -m dinet train ...) the K "
+                 "processes train one model with DistributedDataParallel (gloo on the CPU, "
+                 "NCCL on CUDA); --batch-size is the global batch, and the run equals a "
+                 "one-process run to float rounding.")
+    tr.set_defaults(handler=_train)
+
+
+def _eval_parser(commands) -> None:
+    """``dinet eval``."""
+    from ..distributed import DEVICES
+
+    ev = commands.add_parser(
+        "eval",
+        help="metrics of a trained run on every discretization and number of points",
+        description="Evaluate a run's model on test data for each discretization and number of "
+        "points; writes results.json, results.md and PNG plots (heat map, metric vs points, "
+        "and for segment/sdf input | truth | prediction pictures) into the run folder.",
+    )
+    ev.add_argument("--run", required=True, help="run folder written by `dinet train`")
+    ev.add_argument("--fields", required=True,
+                    help="test data: a field dataset folder (dinet fit), or balls:N:SEED for "
+                    "sdf")
+    ev.add_argument("--discretizations", default="sobol,grid,shrunk,random,jittered",
+                    help="comma-separated, each one of: " + kinds_help() + "; npz:FILE is "
+                    "scored once, at its own number of points (default: "
+                    "sobol,grid,shrunk,random,jittered)")
+    ev.add_argument("--points", type=int_list, default=None,
+                    help="comma-separated point counts, perfect squares (cubes) for grid and "
+                    "jittered (default: 256,1024,4096 in 2-D; 1728,4096,13824 in 3-D)")
+    ev.add_argument("--limit", type=positive_int, default=None,
+                    help="evaluate on the first N items")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    ev.add_argument("--device", default="auto", choices=DEVICES,
+                    help="where the model runs (default: auto, CUDA when available)")
+    ev.set_defaults(handler=_eval)
+
+
+def _report_parser(commands) -> None:
+    """``dinet report``."""
+
+    rep = commands.add_parser(
+        "report",
+        help="one cross-discretization table (and heat map) from several evaluated runs",
+        description="Assemble evaluated runs (one per training discretization) into a train x "
+        "test table of the primary metric at each run's training resolution; prints Markdown "
+        "and writes report.md and report.png.",
+    )
+    rep.add_argument("runs", nargs="+", help="run folders holding results.json")
+    rep.add_argument("--points", type=positive_int, default=None,
+                     help="test point count to report (default: each run's training count)")
+    rep.add_argument("--out", default=None,
+                     help="folder for report.md and report.png (default: the runs' parent)")
+    rep.set_defaults(handler=_report)
+
+
+
+
+def _eval(args) -> None:
+    from ..tasks import evaluate, results_table
+
+    kinds = tuple(k.strip() for k in args.discretizations.split(",") if k.strip())
+    results = evaluate(args.run, args.fields, kinds, args.points, limit=args.limit,
+                       plots=not args.no_plots, device=args.device)
+    print(results_table(results))
+    print(f"written to {args.run}/results.json and results.md"
+          + "".join(f", {Path(p).name}" for p in results["plots"]))
+
+
+def _report(args) -> None:
+    from ..tasks import report
+
+    result = report(args.runs, points=args.points, out=args.out)
+    print(result["markdown"])
+    print("written to " + " and ".join(result["files"]))
+
+
+def _train(args) -> None:
+    from .. import distributed
+    from ..tasks import TrainConfig, get_task, train
+
+    config = TrainConfig(
+        fields=args.fields, out=args.out, task=args.task, model=args.model,
+        discretization=args.discretization, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        augment=not args.no_augment, quadrature=args.quadrature, kernel=args.kernel,
+        base_spacing=args.base_spacing, limit=args.limit,
+        points=args.points or get_task(args.task).default_points,
+        mix_points=tuple(args.mix_points), device=args.device, bf16=args.bf16,
+    )
+    with distributed.session(args.device):
+        last = train(config, resume=args.resume)
+        main = distributed.is_main()
+    if main:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
+                          if k in ("loss", get_task(args.task).epoch_metric))
+        print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: {shown}")
