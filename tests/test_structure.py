@@ -1,6 +1,7 @@
-"""The shape of the source tree: modules small enough to read, and no module reaching into
-another's private names (a package-private module such as ``dinet._io`` may be imported;
-a ``_name`` defined inside another module may not)."""
+"""The shape of the source tree: packages layered (nothing imports upward, lazy imports
+included), modules small enough to read, and no module reaching into another's private
+names (a package-private module such as ``dinet._io`` may be imported; a ``_name`` defined
+inside another module may not)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "dinet"
 MODULES = sorted(SRC.rglob("*.py"))
 MAX_LINES = 400
+#: dinet's top-level modules and packages, lowest first: each may import only earlier ones.
+LAYERS = ("_cache", "_io", "_memory", "_compiled", "distributed", "points", "neighbors", "nn",
+          "fields", "models", "convert", "data", "tasks", "bench", "cli", "__main__")
 
 
 def _package_dir(module: Path, node: ast.ImportFrom) -> Path | None:
@@ -27,8 +31,34 @@ def _package_dir(module: Path, node: ast.ImportFrom) -> Path | None:
     return base.joinpath(*parts)
 
 
+def _layer(path: Path) -> str:
+    return path.relative_to(SRC).parts[0].removesuffix(".py")
+
+
 def test_the_tree_is_found():
     assert len(MODULES) > 50 and (SRC / "__init__.py") in MODULES
+    assert {_layer(m) for m in MODULES} - {"__init__"} == set(LAYERS)
+
+
+def test_nothing_imports_upward():
+    upward = []
+    for module in MODULES:
+        here = _layer(module)
+        if here == "__init__":
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            target = _package_dir(module, node)
+            if target is None:
+                continue
+            targets = [target] if node.module else [target / a.name for a in node.names]
+            for path in targets:
+                parts = path.relative_to(SRC).parts if path.is_relative_to(SRC) else ()
+                there = parts[0].removesuffix(".py") if parts else None
+                if there and there != here and LAYERS.index(there) > LAYERS.index(here):
+                    upward.append(f"{module.relative_to(SRC)} imports {there}")
+    assert not upward, "imports against the layering:\n" + "\n".join(upward)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(SRC)))
