@@ -31,6 +31,17 @@ def _package_dir(module: Path, node: ast.ImportFrom) -> Path | None:
     return base.joinpath(*parts)
 
 
+def _dinet_imports():
+    """``(module, node, folder)`` for every ``from ... import`` of dinet in dinet, lazy
+    ones included; ``folder`` is where the import resolves."""
+    for module in MODULES:
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = _package_dir(module, node)
+                if target is not None:
+                    yield module, node, target
+
+
 def _layer(path: Path) -> str:
     return path.relative_to(SRC).parts[0].removesuffix(".py")
 
@@ -42,22 +53,15 @@ def test_the_tree_is_found():
 
 def test_nothing_imports_upward():
     upward = []
-    for module in MODULES:
+    for module, node, target in _dinet_imports():
         here = _layer(module)
-        if here == "__init__":
-            continue
-        for node in ast.walk(ast.parse(module.read_text())):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            target = _package_dir(module, node)
-            if target is None:
-                continue
-            targets = [target] if node.module else [target / a.name for a in node.names]
-            for path in targets:
-                parts = path.relative_to(SRC).parts if path.is_relative_to(SRC) else ()
-                there = parts[0].removesuffix(".py") if parts else None
-                if there and there != here and LAYERS.index(there) > LAYERS.index(here):
-                    upward.append(f"{module.relative_to(SRC)} imports {there}")
+        targets = [target] if node.module else [target / a.name for a in node.names]
+        for path in targets:
+            parts = path.relative_to(SRC).parts if path.is_relative_to(SRC) else ()
+            there = parts[0].removesuffix(".py") if parts else None
+            if here != "__init__" and there and there != here and (
+                    LAYERS.index(there) > LAYERS.index(here)):
+                upward.append(f"{module.relative_to(SRC)} imports {there}")
     assert not upward, "imports against the layering:\n" + "\n".join(upward)
 
 
@@ -69,16 +73,10 @@ def test_module_is_at_most_400_lines(module):
 
 def test_no_private_name_is_imported_from_another_module():
     found = []
-    for module in MODULES:
-        for node in ast.walk(ast.parse(module.read_text())):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            target = _package_dir(module, node)
-            if target is None:
-                continue
-            for alias in node.names:
-                name = alias.name
-                is_module = (target / f"{name}.py").exists() or (target / name).is_dir()
-                if name.startswith("_") and not name.startswith("__") and not is_module:
-                    found.append(f"{module.relative_to(SRC)}: from {node.module} import {name}")
+    for module, node, target in _dinet_imports():
+        for alias in node.names:
+            name = alias.name
+            is_module = (target / f"{name}.py").exists() or (target / name).is_dir()
+            if name.startswith("_") and not name.startswith("__") and not is_module:
+                found.append(f"{module.relative_to(SRC)}: from {node.module} import {name}")
     assert not found, "private names imported across modules:\n" + "\n".join(found)
