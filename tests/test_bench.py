@@ -46,6 +46,17 @@ def test_released_conv_gradient_matches_autograd():
     torch.testing.assert_close(x.grad, x2.grad)
 
 
+def test_released_conv_builds_its_tables_on_the_inputs_device():
+    """The peer's tables follow the values onto their device (it built them on the CPU
+    and crashed beside CUDA inputs); the meta device stands in for a GPU here."""
+    conv = ReleasedDIConv(3, 4, 3, spacing=0.1).to("meta")
+    points = P.sobol(64, 2, seed=0)
+    y = conv(torch.randn(2, 64, 3, device="meta"), points)
+    assert y.device.type == "meta" and y.shape == (2, 64, 4)
+    tap, inv = conv.tables(points, points, "meta")
+    assert tap.device.type == inv.device.type == "meta"
+
+
 def test_released_table_bytes_grows_with_pairs():
     assert released_table_bytes(65536, 65536) > 30 * 2**30  # the table that cannot fit
     assert released_table_bytes(100, 100) == 100 * 100 * 15

@@ -65,10 +65,12 @@ class ReleasedDIConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    def tables(self, points_in: PointSet, points_out: PointSet):
-        """The dense tap index (``-1`` outside the window) and 1 / window count per row."""
+    def tables(self, points_in: PointSet, points_out: PointSet, device=None):
+        """The dense tap index (``-1`` outside the window) and 1 / window count per row,
+        built on ``device`` (default: the points' own, the CPU)."""
         k, h = self.kernel_size, self.spacing
-        offsets = points_in.coords[None, :, :] - points_out.coords[:, None, :]  # (No, Ni, d)
+        c_in, c_out = points_in.coords.to(device), points_out.coords.to(device)
+        offsets = c_in[None, :, :] - c_out[:, None, :]  # (No, Ni, d)
         window = (offsets.abs() <= k * h / 2).all(dim=-1)
         taps = torch.clamp(torch.round(offsets / h) + (k - 1) // 2, 0, k - 1).to(torch.int16)
         del offsets
@@ -82,7 +84,7 @@ class ReleasedDIConv(nn.Module):
                 points_out: PointSet | None = None) -> torch.Tensor:
         points_out = points_in if points_out is None else points_out
         b, n_in, c = x.shape
-        tap, inv_count = self.tables(points_in, points_out)
+        tap, inv_count = self.tables(points_in, points_out, x.device)
         x2d = x.transpose(0, 1).reshape(n_in, b * c)
         z = _DenseTaps.apply(x2d, tap, inv_count, self.weight.shape[0])  # (K, N_out, B·C)
         z = z.view(z.shape[0], z.shape[1], b, c)
