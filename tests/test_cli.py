@@ -76,8 +76,7 @@ def test_choices_come_from_the_library(capsys):
     from dinet.fields import FIELD_ARCHS
     from dinet.models import QUADRATURES
     from dinet.nn import kernel_families
-    from dinet.tasks import discretizations
-    from dinet.tasks import task_names
+    from dinet.tasks import discretizations, task_names
 
     parser = build_parser()
     actions = {(cmd, a.dest): a for cmd, sub in parser._subparsers._group_actions[0]

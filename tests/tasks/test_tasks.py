@@ -16,9 +16,8 @@ from dinet.cli import main
 from dinet.data import make_scenes
 from dinet.fields import build_dataset
 from dinet.models import GridCNNSegmenter, SDFNet, Segmenter
-from dinet.tasks import TrainConfig, evaluate, open_task_data, report, train
+from dinet.tasks import TrainConfig, evaluate, get_task, open_task_data, report, task_names, train
 from dinet.tasks.metrics import confusion, mean_iou, pixel_accuracy
-from dinet.tasks import get_task, task_names
 
 SIZE = 16
 train_module = importlib.import_module("dinet.tasks.train")  # the module, not the function

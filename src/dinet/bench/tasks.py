@@ -76,9 +76,8 @@ def bench_train_step(points: int = 1024, batch: int = 64, steps: int = 10,
     into a temporary folder first (not timed).
     """
     from ..fields import build_dataset
-    from ..tasks import open_task_data
+    from ..tasks import TrainConfig, build_model, open_task_data
     from ..tasks.discretize import make_points
-    from ..tasks import TrainConfig, build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         if fields is None:
