@@ -14,8 +14,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dinet"
 MODULES = sorted(SRC.rglob("*.py"))
 MAX_LINES = 400
 #: dinet's top-level modules and packages, lowest first: each may import only earlier ones.
-LAYERS = ("_cache", "_io", "_memory", "_compiled", "distributed", "points", "neighbors", "nn",
-          "fields", "models", "convert", "data", "tasks", "bench", "cli", "__main__")
+LAYERS = ("_cache", "_io", "_memory", "_compiled", "_triton", "distributed", "points",
+          "neighbors", "nn", "fields", "models", "convert", "data", "tasks", "bench", "cli",
+          "__main__")
 
 
 def _package_dir(module: Path, node: ast.ImportFrom) -> Path | None:

@@ -162,6 +162,42 @@ class Stencil:
             return torch.sparse_csr_tensor(crow, col, values.to(dtype), size=shape,
                                            check_invariants=False)
 
+    def gather_structure(self, device, transpose: bool = False) -> dict[str, torch.Tensor]:
+        """The structure a gather kernel reads (the fused GPU convolution), on ``device``.
+
+        ``{"indptr", "cols", "dst"}``: row ``b * n_dst + r`` lists the entries of basis
+        function b at destination position r; ``cols`` are the source *points* (the
+        internal orders already applied, int32) and ``dst[r]`` is the destination point of
+        position r. With ``transpose`` the roles swap (inputs are the destinations, for
+        the input gradient) and ``"perm"`` maps those entries to S's entry order, so the
+        values of that matrix are ``values[perm]``.
+        """
+        def make():
+            n_dst, n_src = (self.n_in, self.n_out) if transpose else (self.n_out, self.n_in)
+            src_order = self.out_order if transpose else self.in_order
+            dst_order = self.in_order if transpose else self.out_order
+            rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+            basis, pos_out = np.divmod(rows, self.n_out)
+            if transpose:  # rows b * n_in + j, stably sorted: entries keep i increasing
+                key = basis * self.n_in + self.indices
+                perm = np.argsort(key, kind="stable")
+                indptr = np.zeros(self.n_basis * n_dst + 1, dtype=np.int64)
+                np.cumsum(np.bincount(key, minlength=self.n_basis * n_dst), out=indptr[1:])
+                cols = pos_out[perm]
+            else:
+                perm, indptr, cols = None, self.indptr, self.indices
+            if src_order is not None:
+                cols = src_order[cols]
+            dst = np.arange(n_dst) if dst_order is None else dst_order
+            arrays = {"indptr": indptr, "cols": cols.astype(np.int32),
+                      "dst": dst.astype(np.int32)}
+            if perm is not None:
+                arrays["perm"] = perm
+            return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device)
+                    for k, v in arrays.items()}
+
+        return self._cached(("gather", transpose, torch.device(device)), make)
+
     def order(self, which: str, device) -> torch.Tensor | None:
         """``in_order`` or ``out_order`` as a torch index tensor on ``device`` (or ``None``)."""
         perm = self.in_order if which == "in" else self.out_order

@@ -189,7 +189,8 @@ class DIConv(DIModule):
         k, g = self.n_basis, self.groups
         og, cg = self.out_channels // g, self.in_channels // g
         weight = self.weight.reshape(g, og, cg, k).permute(3, 0, 2, 1)  # (K, G, Cg, Og)
-        y = stencil_conv(x, weight, stencil, self.family.values(self, stencil, x.device, x.dtype))
+        values = self.family.values(self, stencil, x.device, x.dtype)
+        y = stencil_conv(x, weight, stencil, values, self.family.backend(self, x))
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:

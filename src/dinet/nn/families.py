@@ -74,6 +74,13 @@ class KernelFamily:
         ``F.conv`` exactly; ``None`` (the default) for the sparse stencil."""
         return None
 
+    @classmethod
+    def backend(cls, conv: DIConv, x: torch.Tensor) -> str:
+        """The :func:`~dinet.nn.functional.stencil_conv` backend for ``x``: ``"auto"`` (the
+        default) runs the fused Triton kernels on CUDA and the compiled kernels on the
+        CPU; a family may pin ``"sparse"`` or ``"triton"``."""
+        return "auto"
+
 
 class SplineFamily(KernelFamily):
     """Tensor-product linear hats on a k^d lattice: exact ``conv2d``/``conv3d`` on grids."""

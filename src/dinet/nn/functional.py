@@ -24,8 +24,10 @@ from torch.autograd.function import once_differentiable
 from .. import _compiled
 from ..neighbors import Stencil
 from ..points import PointSet
+from . import fused
 
 __all__ = [
+    "BACKENDS",
     "clear_scratch",
     "reference_conv",
     "scratch",
@@ -219,8 +221,12 @@ class _StencilConv(torch.autograd.Function):
         return grad_x, grad_w, grad_v, None
 
 
+#: Backends of :func:`stencil_conv`.
+BACKENDS = ("auto", "sparse", "triton")
+
+
 def stencil_conv(x: torch.Tensor, weight: torch.Tensor, stencil: Stencil,
-                 values: torch.Tensor | None = None) -> torch.Tensor:
+                 values: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """Sparse DI convolution without bias.
 
     Args:
@@ -229,12 +235,23 @@ def stencil_conv(x: torch.Tensor, weight: torch.Tensor, stencil: Stencil,
         stencil: the sparse integration matrix from the input to the output points.
         values: ``(nnz,)`` values of S in its entry order, when they are computed (and
             learned) rather than fixed in the stencil; gradients flow into them.
+        backend: ``"sparse"`` (``Z = S @ X`` by the compiled CPU kernels or torch's sparse
+            product, then the basis GEMMs), ``"triton"`` (the fused kernels of
+            :mod:`dinet.nn.fused`: one group only), or ``"auto"``: the fused kernels for one
+            group on CUDA when Triton is installed, the sparse path otherwise.
 
     Returns:
         ``(B, N_out, C_out)``.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if values is None:
         values = stencil.value_tensor(x.device, x.dtype)
+    if backend == "auto":
+        backend = "triton" if (x.is_cuda and weight.shape[1] == 1 and fused.AVAILABLE) else (
+            "sparse")
+    if backend == "triton":
+        return fused.fused_stencil_conv(x, weight, stencil, values)
     return _StencilConv.apply(x.contiguous(), weight.contiguous(), values, stencil)
 
 
