@@ -214,3 +214,39 @@ def gather_conv_values_grad(src: torch.Tensor, grad_out: torch.Tensor, weight: t
             grad_out.stride(0), grad_out.stride(1), BLOCK_M=bm, BLOCK_C=bc, BLOCK_O=bo,
             ACC=_acc_type(src.dtype), PRECISION=_precision(src.dtype))
     return out
+
+
+def compile_for(arch: int = 90) -> list[str]:
+    """Compile every kernel ahead of time for CUDA compute capability ``arch`` (90: H100 /
+    H200) in float32, bfloat16 and float64 — no GPU needed (Triton ships ptxas). Returns
+    one line per kernel; a kernel that does not compile raises. Not under the interpreter.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    strides = ["i32"] * 4
+    lines = []
+    for name, acc in (("fp32", tl.float32), ("bf16", tl.float32), ("fp64", tl.float64)):
+        ptr, vals = f"*{name}", "*fp32" if name == "bf16" else f"*{name}"
+        sums = "*fp64" if name == "fp64" else "*fp32"
+        index = ["*i64", "*i32"]
+        kernels = {
+            _conv_kernel: [ptr, ptr, ptr, *index, vals, "*i32", "i32", "i32", "i32", "i32",
+                           *strides],
+            _weight_grad_kernel: [ptr, ptr, sums, *index, vals, "*i32", *["i32"] * 5,
+                                  *strides],
+            _values_grad_kernel: [ptr, ptr, ptr, sums, *index, "*i32", *["i32"] * 4,
+                                  *strides],
+        }
+        constexprs = {"BLOCK_M": 32, "BLOCK_C": 64, "BLOCK_O": 64, "ACC": acc,
+                      "PRECISION": "tf32" if name == "fp32" else "ieee"}
+        for kernel, types in kernels.items():
+            names = list(kernel.arg_names)
+            signature = dict(zip(names[:len(types)], types, strict=True))
+            signature.update(dict.fromkeys(constexprs, "constexpr"))
+            compiled = triton.compile(ASTSource(kernel, signature, constexprs),
+                                      target=GPUTarget("cuda", arch, 32))
+            lines.append(f"{kernel.fn.__name__} {name}: sm_{arch} cubin "
+                         f"{len(compiled.asm['cubin']):,} bytes, "
+                         f"{compiled.metadata.shared:,} bytes shared memory")
+    return lines
