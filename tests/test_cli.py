@@ -86,6 +86,7 @@ def test_choices_come_from_the_library(capsys):
     assert tuple(actions["train", "kernel"].choices) == kernel_families()
     assert tuple(actions["train", "quadrature"].choices) == QUADRATURES
     assert tuple(actions["train", "device"].choices) == DEVICES
+    assert tuple(actions["fit", "device"].choices) == DEVICES
     assert all(kind in actions["train", "discretization"].help for kind in discretizations())
 
 

@@ -77,6 +77,19 @@ def test_sample_matches_rendering_and_is_cached(tmp_path):
     torch.testing.assert_close(ds.sample([0, 2], grid), values.flip(0), rtol=0, atol=0)
 
 
+def test_fields_live_on_the_datasets_device(tmp_path):
+    """``to(device)`` moves the loaded shards and every later one, and ``fields`` builds its
+    modules there (the meta device stands in for a GPU: shapes and placement, no values)."""
+    _write_random_dataset(tmp_path)
+    ds = FieldDataset.open(tmp_path)
+    ds.fields([0])  # shard 0 loaded on the CPU, then moved
+    assert ds.to("meta") is ds and ds.device.type == "meta"
+    module = ds.fields([4, 1])  # shards 0 and 2: one moved, one loaded after the move
+    assert all(p.device.type == "meta" for p in module.parameters())
+    out = module(P.grid((8, 8)).coords.to("meta"))
+    assert out.device.type == "meta" and out.shape == (2, 64, 1)
+
+
 def _corrupt(path, how):
     data = bytearray(path.read_bytes())
     if how == "truncate":

@@ -60,6 +60,23 @@ def test_fit_is_deterministic():
     np.testing.assert_array_equal(a.steps, b.steps)
 
 
+def test_chunk_and_device_change_the_speed_not_the_fit():
+    """The fields of a chunk are independent (one Adam row and one stopping rule each), so
+    fitting 4 at once or 2 by 2 gives the same fields up to float rounding; an explicit
+    device gives the default's result exactly, on the CPU."""
+    images = _blobs(4, seed=2)
+    whole = fit_fields(images, chunk=4, max_steps=12, seed=1, device="cpu", **FAST)
+    pairs = fit_fields(images, chunk=2, max_steps=12, seed=1, **FAST)
+    default = fit_fields(images, max_steps=12, seed=1, **FAST)
+    np.testing.assert_allclose(whole.psnr_grid, pairs.psnr_grid, atol=1e-3)
+    np.testing.assert_array_equal(pairs.steps, whole.steps)
+    for k, v in whole.fields.state_dict().items():
+        torch.testing.assert_close(v, pairs.fields.state_dict()[k], rtol=1e-4, atol=1e-5)
+        assert v.device.type == "cpu"
+    np.testing.assert_array_equal(default.psnr_grid, fit_fields(
+        images, max_steps=12, seed=1, device=torch.device("cpu"), **FAST).psnr_grid)
+
+
 def test_fit_fourier_arch():
     res = fit_fields(_blobs(2), "fourier", max_steps=5, progress=False, meta_steps=0,
                      n_features=16, width=16, depth=1, scale=2.0)

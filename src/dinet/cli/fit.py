@@ -9,6 +9,7 @@ __all__ = ["add_parsers"]
 
 def add_parsers(commands) -> None:
     """``dinet fit``: images to a field dataset."""
+    from ..distributed import DEVICES
     from ..fields.models import FIELD_ARCHS
 
     fit = commands.add_parser(
@@ -46,6 +47,10 @@ def add_parsers(commands) -> None:
                      help="fields per shard file (default: 256)")
     fit.add_argument("--seed", type=non_negative_int, default=0,
                      help="base seed, an integer >= 0 (default: 0)")
+    fit.add_argument("--device", default="auto", choices=DEVICES,
+                     help="where the fields are fitted: auto (default; CUDA when available), "
+                     "cpu or cuda; use a large --shard-size (e.g. 4096) on a GPU, which fits "
+                     "a whole shard at once")
     fit.epilog = ("Under torchrun (torchrun --nproc_per_node=K -m dinet fit ...) rank r fits the "
                   "shards k with k % K == r and rank 0 writes the manifest.")
     fit.set_defaults(handler=_fit)
@@ -57,6 +62,7 @@ def _fit(args) -> None:
     ds = fit_source(
         args.source, args.out, split=args.split, limit=args.limit, size=args.size,
         data_dir=args.data, seed=args.seed, arch=args.arch, shard_size=args.shard_size,
+        device=args.device,
         arch_hparams={k: v for k, v in (("width", args.width), ("depth", args.depth),
                                         ("omega0", args.omega0)) if v is not None},
         fit_options={k: v for k, v in (("max_steps", args.max_steps),

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.torch import load as st_load
 from tqdm import tqdm
 
@@ -50,6 +51,7 @@ def build_dataset(
     shard_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> FieldDataset:
     """Fit one field per image and write them as a dataset folder; resumable.
 
@@ -76,6 +78,8 @@ def build_dataset(
         shard_size: fields per shard file.
         seed: base seed.
         progress: show progress bars.
+        device: where the fields are fitted (default: the CPU). Not part of the plan: a
+            shard fitted on a GPU is kept by a rerun on the CPU (they agree to rounding).
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
@@ -108,7 +112,8 @@ def build_dataset(
         start, stop = k * shard_size, min(n, (k + 1) * shard_size)
         if read_shard_entry(out, k, digest, start, stop - start) is None:
             result = fit_module.fit_fields(images[start:stop], arch, seed=seed + k,
-                                           progress=False, **arch_hparams, **fit_options)
+                                           progress=False, device=device, **arch_hparams,
+                                           **fit_options)
             write_shard(out, k, start, result.fields.state_dict(), result.psnr_grid,
                         result.psnr_offgrid, None if labels is None else labels[start:stop],
                         digest)

@@ -187,6 +187,15 @@ class FieldDataset:
                           build_field(self.arch, 1, **self.hparams).state_dict().items()}
         self._loaded: dict[int, dict[str, torch.Tensor]] = {}
         self._samples = LRUCache(cache_point_sets)  # digest -> (values, done)
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> FieldDataset:
+        """Keep the loaded fields on ``device`` and evaluate them there (:meth:`fields`
+        returns modules on it; :meth:`sample` still returns CPU tensors). Returns self."""
+        self.device = torch.device(device)
+        self._loaded = {s: {k: v.to(self.device) for k, v in t.items()}
+                        for s, t in self._loaded.items()}
+        return self
 
     @classmethod
     def open(cls, path: str | Path, **kwargs) -> FieldDataset:
@@ -222,7 +231,7 @@ class FieldDataset:
             except (ValueError, SafetensorError) as err:
                 raise DatasetError(f"{path} cannot be read ({err})") from None
             self._check_shard(path, entry, tensors)
-            self._loaded[s] = tensors
+            self._loaded[s] = {k: v.to(self.device) for k, v in tensors.items()}
         return self._loaded[s]
 
     def _check_shard(self, path: Path, entry: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -263,20 +272,21 @@ class FieldDataset:
         return idx
 
     def fields(self, indices: Sequence[int]) -> torch.nn.Module:
-        """A batched field module holding the fields ``indices``, in that order."""
+        """A batched field module holding the fields ``indices``, in that order (on
+        :attr:`device`)."""
         idx = self._check_indices(indices)
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
         parts: dict[str, list[torch.Tensor]] = {}
         positions = []
         for s in np.unique(shard_of):
             where = np.flatnonzero(shard_of == s)
-            rows = torch.from_numpy(idx[where] - self._starts[s])
+            rows = torch.from_numpy(idx[where] - self._starts[s]).to(self.device)
             positions.append(where)
             for name, t in self._shard(int(s)).items():
                 if name.startswith("field."):
                     parts.setdefault(name[len("field."):], []).append(t[rows])
-        inverse = torch.from_numpy(np.argsort(np.concatenate(positions)))  # back to idx order
-        module = build_field(self.arch, len(idx), **self.hparams)
+        inverse = torch.from_numpy(np.argsort(np.concatenate(positions))).to(self.device)
+        module = build_field(self.arch, len(idx), **self.hparams).to(self.device)
         module.load_state_dict({name: torch.cat(p)[inverse] for name, p in parts.items()})
         return module
 
@@ -291,10 +301,10 @@ class FieldDataset:
             torch.zeros(len(self), len(points), self.out_dim),
             torch.zeros(len(self), dtype=torch.bool)))
         missing = np.unique(idx[~done[torch.from_numpy(idx)].numpy()])
-        coords = points.coords.cpu()
+        coords = points.coords.to(self.device)
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
-            values[torch.from_numpy(part)] = self.fields(part)(coords).float()
+            values[torch.from_numpy(part)] = self.fields(part)(coords).float().cpu()
             done[torch.from_numpy(part)] = True
         return values[torch.from_numpy(idx)]
 

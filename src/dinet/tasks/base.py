@@ -66,6 +66,11 @@ class TaskData:
         """:meth:`inputs` at ``points``' coordinates (cached where the data allow it)."""
         return self.inputs(idx, points.coords)
 
+    def to(self, device: torch.device) -> TaskData:
+        """Compute :meth:`inputs` on ``device`` where the data allow it (fitted fields are
+        evaluated where the model runs); the default keeps them where they are."""
+        return self
+
     def targets(self, idx: np.ndarray, coords: torch.Tensor | None = None) -> torch.Tensor:
         """Targets of items ``idx`` (at ``coords`` where the target is a field)."""
         raise NotImplementedError
@@ -83,9 +88,13 @@ class FieldTaskData(TaskData):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def to(self, device):
+        self.dataset.to(device)
+        return self
+
     def inputs(self, idx, coords):
         with torch.no_grad():
-            return self.dataset.fields(idx)(coords)
+            return self.dataset.fields(idx)(coords.to(self.dataset.device))
 
     def sample(self, idx, points):
         return self.dataset.sample(idx, points)

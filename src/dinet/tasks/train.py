@@ -135,8 +135,8 @@ def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx:
         x = (data.inputs(local, where(points.coords)) if len(local) else  # an empty share
              torch.zeros(0, len(points), data.in_channels))
         if config.augment and task.input_noise:
-            x = x + task.input_noise * torch.randn((len(idx), *x.shape[1:]),
-                                                   generator=gen)[part]
+            noise = torch.randn((len(idx), *x.shape[1:]), generator=gen)[part]
+            x = x + task.input_noise * noise.to(x.device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         out, query = task.forward(model, x.to(device), points, seed)
     out = out.float()
@@ -167,7 +167,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                          "a GPU (--device cuda)")
     world, main = distributed.world_size(), distributed.is_main()
     run = RunFolder(config.out, main)
-    data = task.open_data(str(config.fields))
+    data = task.open_data(str(config.fields)).to(device)  # fields evaluated where we train
     n = len(data) if config.limit is None else min(config.limit, len(data))
     torch.manual_seed(config.seed)
     model = build_model(config, data).to(device)
