@@ -90,3 +90,33 @@ def test_bench_flags_are_validated(argv, message, capsys):
         main(argv)
     assert err.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_gpu_suite_summary_slices_utilisation_by_phase(tmp_path):
+    """benchmarks/gpu_summary.py (run by benchmarks/gpu_suite.sh on a GPU machine): each
+    phase's throughput and the mean of the utilisation samples inside its window."""
+    import datetime
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_summary", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_summary.py")
+    summary_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary_module)
+
+    def stamp(text):
+        return datetime.datetime.strptime(text, "%Y/%m/%d %H:%M:%S.%f").timestamp()
+
+    (tmp_path / "card.csv").write_text("NVIDIA H200, 143771 MiB, 580.1\n")
+    (tmp_path / "util.csv").write_text(
+        "2026/11/30 03:00:00.000, 5\n2026/11/30 03:00:00.250, 80\n"
+        "2026/11/30 03:00:01.000, 90\n2026/11/30 03:00:09.000, 40\ntorn line\n")
+    (tmp_path / "phases.tsv").write_text(
+        f"check\t{stamp('2026/11/30 03:00:00.000')}\t{stamp('2026/11/30 03:00:00.100')}\t0\n"
+        f"fit-train\t{stamp('2026/11/30 03:00:00.200')}\t{stamp('2026/11/30 03:00:02.200')}"
+        "\t6000\n")
+    summary = summary_module.summarise(tmp_path)
+    check, fit = summary["phases"]
+    assert check["gpu_busy_mean"] == 5 and "rate" not in check
+    assert fit["gpu_busy_mean"] == 85 and fit["rate"] == pytest.approx(3000)
+    assert "| fit-train | 2.0 | 3,000 fields/s | 85% |" in summary_module.markdown(summary)

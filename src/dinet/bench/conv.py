@@ -149,6 +149,11 @@ def bench_one(n: int, channels: int, batch: int, kernel_size: int, repeats: int,
         "dinet_grid_stencil": _fwd_bwd(lambda: conv(x, grid), params, sync),
         "dinet_grid": _fwd_bwd(lambda: fast(x, grid), [x, fast.weight, fast.bias], sync),
     }
+    if device.type == "cuda":  # the default (fused Triton kernels) against the sparse path
+        sparse = copy.deepcopy(conv)
+        sparse.backend = "sparse"
+        runs["dinet_sparse"] = _fwd_bwd(lambda: sparse(x, points),
+                                        [x, sparse.weight, sparse.bias], sync)
     result = {"n": n, "grid": [side, side], "channels": channels, "batch": batch,
               "kernel_size": kernel_size, "nnz": stencil.nnz,
               "stencil_bytes": stencil.nbytes(), "stencil_cache_hit_s": hit_s}
@@ -159,6 +164,8 @@ def bench_one(n: int, channels: int, batch: int, kernel_size: int, repeats: int,
     result["ratio"] = result["dinet_fwd_bwd_s"] / base
     result["grid_ratio"] = result["dinet_grid_fwd_bwd_s"] / base
     result["grid_stencil_ratio"] = result["dinet_grid_stencil_fwd_bwd_s"] / base
+    if "dinet_sparse_fwd_bwd_s" in result:
+        result["sparse_ratio"] = result["dinet_sparse_fwd_bwd_s"] / base
     result["scratch_bytes"] = scratch_bytes()
 
     # DISCO first (its setup holds ~68 bytes per point pair), then the released algorithm,
@@ -262,6 +269,11 @@ def bench_conv(
         [[f"{b['n']:,}", f"{b['draw_s'] * 1e3:.1f}", f"{b['build_s'] * 1e3:.1f}",
           f"{r['stencil_cache_hit_s'] * 1e6:.0f}"] for b, r in zip(builds, results, strict=True)],
     )
+    if any("sparse_ratio" in r for r in results):
+        main += "\n\n" + markdown_table(
+            ["N", "DIConv Sobol, fused (default) × conv2d", "sparse path × conv2d"],
+            [[f"{r['n']:,}", f"{r['ratio']:.2f}×", f"{r['sparse_ratio']:.2f}×"]
+             for r in results])
     skipped = sorted({f"{p['name']}: {p['skipped']}" for r in results for p in r["peers"]
                       if "skipped" in p})
     payload["markdown"] = "\n\n".join([main, peers, stencils] + (

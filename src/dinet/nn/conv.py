@@ -15,7 +15,7 @@ from ._gridconv import grid_conv
 from ._lattice import window_output_points
 from .base import DIModule, check_points, check_values, per_axis, upcast_on_cpu
 from .families import KernelFamily, kernel_family
-from .functional import stencil_conv
+from .functional import BACKENDS, stencil_conv
 
 __all__ = ["DIConv"]
 
@@ -68,6 +68,9 @@ class DIConv(DIModule):
             stencil. ``None`` (default): on accelerators only, since on CPU the compiled
             stencil product measured as fast as conv2d plus the two reorderings the fast
             path needs; ``True``: wherever it applies; ``False``: never.
+        backend: how the sparse path runs (:func:`~dinet.nn.functional.stencil_conv`):
+            ``"auto"`` (default: the fused Triton kernels on CUDA, the compiled kernels on
+            the CPU), ``"sparse"`` or ``"triton"``; the kernel family may override it.
 
     Raises:
         ValueError: for invalid arguments; at the first call on a point set, when the kernel
@@ -105,6 +108,7 @@ class DIConv(DIModule):
         hidden: int = 32,
         stride: int = 1,
         grid_fast_path: bool | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
@@ -130,6 +134,9 @@ class DIConv(DIModule):
         if grid_fast_path not in (None, True, False):
             raise ValueError(f"grid_fast_path must be None, True or False; got {grid_fast_path!r}")
         self.grid_fast_path = grid_fast_path
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        self.backend = backend
         self.basis, basis_shape = family.build(self, n_basis, hidden)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *basis_shape))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None

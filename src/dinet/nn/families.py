@@ -76,10 +76,10 @@ class KernelFamily:
 
     @classmethod
     def backend(cls, conv: DIConv, x: torch.Tensor) -> str:
-        """The :func:`~dinet.nn.functional.stencil_conv` backend for ``x``: ``"auto"`` (the
-        default) runs the fused Triton kernels on CUDA and the compiled kernels on the
-        CPU; a family may pin ``"sparse"`` or ``"triton"``."""
-        return "auto"
+        """The :func:`~dinet.nn.functional.stencil_conv` backend for ``x``: the layer's
+        ``backend`` (``"auto"``: the fused Triton kernels on CUDA, the compiled kernels on
+        the CPU); a family may pin ``"sparse"`` or ``"triton"``."""
+        return conv.backend
 
 
 class SplineFamily(KernelFamily):
