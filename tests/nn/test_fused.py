@@ -110,3 +110,25 @@ def test_every_kernel_compiles_for_the_h100_and_h200(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert len(lines) == 9 and all("sm_90 cubin" in line for line in lines)
+
+
+def test_the_fused_ops_pass_torch_opcheck():
+    """Each op's schema, fake (meta) kernel, autograd registration and AOT dispatch (what
+    torch.compile traces) agree with what it computes: torch.library.opcheck."""
+    conv = DIConv(2, 3, 3, spacing=0.3).to(DEVICE, torch.float64)
+    pts = P.sobol(64, seed=0)
+    stencil = conv.stencil(pts, pts)
+    x = torch.randn(2, 64, 2, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    w = conv.weight.detach().reshape(3, 2, 9).permute(2, 1, 0).contiguous().requires_grad_(True)
+    v = stencil.value_tensor(DEVICE, torch.float64)
+    g = torch.randn(2, 64, 3, device=DEVICE, dtype=torch.float64)
+    f = stencil.gather_structure(DEVICE)
+    b = stencil.gather_structure(DEVICE, transpose=True)
+    fwd, bwd = (f["indptr"], f["cols"], f["dst"]), (b["indptr"], b["cols"], b["dst"])
+    ops = torch.ops.dinet
+    for op, args in ((ops.gather_conv, (x, w, v, *fwd, *bwd, b["perm"])),
+                     (ops.gather_conv_input_grad, (g, w.detach(), v, *bwd, b["perm"])),
+                     (ops.gather_conv_weight_grad, (x.detach(), g, v, *fwd, 9)),
+                     (ops.gather_conv_values_grad, (x.detach(), g, w.detach(), *fwd))):
+        result = torch.library.opcheck(op.default, args)
+        assert set(result.values()) == {"SUCCESS"}, (op, result)
