@@ -41,7 +41,8 @@ phase() {
 }
 
 phase check 0 "$PY" benchmarks/gpu_check.py
-phase fused-tests 0 "$PY" -m pytest -q -p no:cacheprovider tests/nn/test_fused.py tests/nn/test_conv.py
+phase fused-tests 0 "$PY" -m pytest -q -p no:cacheprovider tests/nn/test_fused.py tests/nn/test_conv.py \
+    tests/neighbors/test_device_build.py
 phase conv 0 "$PY" -m dinet bench conv --device cuda --sizes 16384,65536,262144,1048576 \
     --out "$OUT/conv.json"
 phase layers 0 "$PY" -m dinet bench layers --device cuda --out "$OUT/layers.json"

@@ -43,8 +43,17 @@ class CellLayout:
     @classmethod
     def for_search(cls, x: np.ndarray, y: np.ndarray, radius: np.ndarray) -> CellLayout:
         lo = np.minimum(x.min(axis=0), y.min(axis=0))
-        span = np.maximum(x.max(axis=0), y.max(axis=0)) - lo
-        scale = max(float(np.abs(x).max()), float(np.abs(y).max()))
+        hi = np.maximum(x.max(axis=0), y.max(axis=0))
+        return cls.from_bounds(lo, hi, max(float(np.abs(x).max()), float(np.abs(y).max())),
+                               radius)
+
+    @classmethod
+    def from_bounds(cls, lo: np.ndarray, hi: np.ndarray, scale: float,
+                    radius: np.ndarray) -> CellLayout:
+        """The layout for points within ``[lo, hi]`` whose largest coordinate magnitude is
+        ``scale`` (the search of points held elsewhere, e.g. on a GPU)."""
+        lo = np.asarray(lo, dtype=np.float64)
+        span = np.asarray(hi, dtype=np.float64) - lo
         radius = np.asarray(radius, dtype=np.float64) * (1.0 + 1e-6) + 1e-12 * scale
         cell = radius.copy()
         cell[-1] /= 4

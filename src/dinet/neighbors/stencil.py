@@ -77,6 +77,19 @@ class Stencil:
         return cls(indptr, np.asarray(cols)[order], np.asarray(values)[order], n_out, n_in,
                    n_basis, in_order, out_order)
 
+    @classmethod
+    def from_device(cls, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
+                    n_out: int, n_in: int, n_basis: int) -> Stencil:
+        """A stencil built on a device (in the point sets' own order): the host keeps a
+        copy, and the device arrays serve the kernels there without another upload."""
+        stencil = cls(indptr.cpu().numpy(), indices.cpu().numpy(),
+                      values.detach().double().cpu().numpy(), n_out, n_in, n_basis)
+        device = indptr.device
+        stencil._cache[("index", "indptr", device)] = indptr
+        stencil._cache[("index", "indices", device)] = indices
+        stencil._cache[("values", device, values.dtype)] = values
+        return stencil
+
     @property
     def nnz(self) -> int:
         return len(self.indices)
@@ -173,28 +186,25 @@ class Stencil:
         values of that matrix are ``values[perm]``.
         """
         def make():
-            n_dst, n_src = (self.n_in, self.n_out) if transpose else (self.n_out, self.n_in)
-            src_order = self.out_order if transpose else self.in_order
-            dst_order = self.in_order if transpose else self.out_order
-            rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
-            basis, pos_out = np.divmod(rows, self.n_out)
+            n_dst = self.n_in if transpose else self.n_out
+            indptr = self.index_tensor("indptr", device)
+            indices = self.index_tensor("indices", device)
+            rows = torch.repeat_interleave(torch.arange(len(indptr) - 1, device=indptr.device),
+                                           indptr.diff())
+            src_order = self.order("out" if transpose else "in", device)
+            dst_order = self.order("in" if transpose else "out", device)
+            arrays = {}
             if transpose:  # rows b * n_in + j, stably sorted: entries keep i increasing
-                key = basis * self.n_in + self.indices
-                perm = np.argsort(key, kind="stable")
-                indptr = np.zeros(self.n_basis * n_dst + 1, dtype=np.int64)
-                np.cumsum(np.bincount(key, minlength=self.n_basis * n_dst), out=indptr[1:])
-                cols = pos_out[perm]
-            else:
-                perm, indptr, cols = None, self.indptr, self.indices
-            if src_order is not None:
-                cols = src_order[cols]
-            dst = np.arange(n_dst) if dst_order is None else dst_order
-            arrays = {"indptr": indptr, "cols": cols.astype(np.int32),
-                      "dst": dst.astype(np.int32)}
-            if perm is not None:
-                arrays["perm"] = perm
-            return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device)
-                    for k, v in arrays.items()}
+                key = rows // self.n_out * self.n_in + indices
+                arrays["perm"] = torch.sort(key, stable=True).indices
+                indptr = torch.zeros(self.n_basis * n_dst + 1, dtype=torch.long,
+                                     device=indptr.device)
+                indptr[1:] = torch.cumsum(torch.bincount(key, minlength=len(indptr) - 1), 0)
+                indices = (rows % self.n_out)[arrays["perm"]]
+            cols = indices if src_order is None else src_order[indices]
+            dst = (torch.arange(n_dst, device=indptr.device) if dst_order is None
+                   else dst_order)
+            return {"indptr": indptr, "cols": cols.int(), "dst": dst.int(), **arrays}
 
         return self._cached(("gather", transpose, torch.device(device)), make)
 

@@ -23,7 +23,8 @@ from .budget import (
     spline_taps_per_pair,
 )
 from .cache import stencil_cache
-from .search import CellLayout, ball_neighbors, box_neighbors
+from .device_build import box_pairs_torch, spline_stencil_torch
+from .search import CellLayout, Neighbors, ball_neighbors, box_neighbors
 from .stencil import Stencil
 
 __all__ = [
@@ -200,6 +201,8 @@ def pair_stencil(points_in: PointSet, points_out: PointSet, radius, n_basis: int
     key = ("pairs", metric, points_in.digest, points_out.digest, radius, int(n_basis))
 
     def build():
+        if points_in.coords.device.type != "cpu" and metric == "box":
+            return _device_pair_stencil(points_in, points_out, radius, n_basis)
         check_pair_budget(points_in, points_out, radius, n_basis)
         x, y, in_order, out_order, _, _ = _ordered_coords(points_in, points_out, radius)
         search = box_neighbors if metric == "box" else ball_neighbors
@@ -208,6 +211,21 @@ def pair_stencil(points_in: PointSet, points_out: PointSet, radius, n_basis: int
         return PairStencil(neighbors, len(y), n_basis, in_order, out_order, weights)
 
     return stencil_cache.get_or_build(key, build)
+
+
+def _device_pair_stencil(points_in: PointSet, points_out: PointSet, radius,
+                         n_basis: int) -> PairStencil:
+    """The box pairs searched on the points' device (a GPU), in the point sets' own order."""
+    check_pair_budget(points_in.to("cpu"), points_out.to("cpu"), radius, n_basis)
+    rows, cols, offsets = box_pairs_torch(points_out.coords.to(points_in.coords.device),
+                                          points_in.coords, radius)
+    n_out, n_in = len(points_out), len(points_in)
+    indptr = np.zeros(n_out + 1, dtype=np.int64)
+    np.cumsum(torch.bincount(rows, minlength=n_out).cpu().numpy(), out=indptr[1:])
+    cols_np = cols.cpu().numpy()
+    neighbors = Neighbors(indptr, cols_np, offsets.cpu().numpy())
+    weights = points_in.weights.double().cpu().numpy()[cols_np]
+    return PairStencil(neighbors, n_in, n_basis, np.arange(n_in), np.arange(n_out), weights)
 
 
 def check_kernel_scale(points_in: PointSet, cell_volume: float, layer: str,
@@ -278,6 +296,11 @@ def _build_spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size
                           dilation, compiled: bool | None = None) -> Stencil:
     """Build the stencil; ``compiled=None`` uses the numba kernel when it is available,
     ``False`` forces the numpy path (the reference the compiled one is tested against)."""
+    if points_in.coords.device.type != "cpu":  # fresh draws on a GPU: built there
+        check_spline_budget(points_in.to("cpu"), points_out.to("cpu"), kernel_size, spacing,
+                            dilation, compiled=False)
+        return spline_stencil_torch(points_in, points_out, kernel_size, spacing, dilation,
+                                    _SNAP)
     if compiled is None:
         compiled = _compiled.AVAILABLE
     check_spline_budget(points_in, points_out, kernel_size, spacing, dilation, compiled)
