@@ -15,6 +15,7 @@ from dinet.models import (
     DIModel,
     GridCNNClassifier,
     GridCNNSegmenter,
+    GridResNetClassifier,
     SDFNet,
     Segmenter,
     VoxelCNN3d,
@@ -130,6 +131,7 @@ def _examples():
         (Segmenter("dinet5", base_spacing=H), (torch.randn(2, N, 1), s2, q2)),
         (SDFNet(base_spacing=2 / 8), (torch.randn(2, 512, 4), s3, q3)),
         (GridCNNClassifier(1, 10, size=16), (torch.randn(2, N, 1), g16)),
+        (GridResNetClassifier(1, 10, size=16), (torch.randn(2, N, 1), g16)),
         (GridCNNSegmenter(1, 5, size=16), (torch.randn(2, N, 1), g16, q2)),
         (VoxelCNN3d(4, size=8), (torch.randn(2, 512, 4), g8, q3)),
     ]
@@ -209,6 +211,25 @@ def test_baselines_reject_points_that_are_not_their_grid():
         GridCNNClassifier(1, 10, size=16)(x, P.sobol(N, 2, seed=0))
     with pytest.raises(ValueError, match="any points"):
         GridCNNSegmenter(1, 5, size=32)(x, P.grid((16, 16)))
+    with pytest.raises(ValueError, match=r"16x16 grid"):
+        GridResNetClassifier(1, 10, size=16)(x, P.shrunk(N, 2, seed=0))
+
+
+def test_the_pixel_resnet_is_dinet_res_on_pixels():
+    """cnn-res, the price-of-invariance baseline: the same lattice network as dinet-res
+    (every parameter but the stem's has a counterpart of the same shape) and the same size
+    within 1%."""
+    pixel, di = GridResNetClassifier(1, 10, size=32), Classifier("dinet-res")
+
+    def shapes(model, keep):  # conv weights as (out, in), the rest as they are
+        return sorted(tuple(p.shape[:2]) if p.dim() >= 3 else tuple(p.shape)
+                      for n, p in model.named_parameters() if keep(n))
+
+    assert shapes(pixel, lambda n: not n.startswith(("net.0.", "net.1."))) == shapes(
+        di, lambda n: n.startswith("net."))
+    n_pixel = sum(p.numel() for p in pixel.parameters())
+    n_di = sum(p.numel() for p in di.parameters())
+    assert abs(n_pixel - n_di) < 0.01 * n_di
     with pytest.raises(ValueError, match="8x8x8 grid"):
         VoxelCNN3d(4, size=8)(torch.randn(1, 512, 4), P.sobol(512, 3, seed=0),
                               P.sobol(4, 3, seed=0))

@@ -15,7 +15,7 @@ import dinet.data
 from dinet.cli import main
 from dinet.data import make_scenes
 from dinet.fields import build_dataset
-from dinet.models import GridCNNSegmenter, SDFNet, Segmenter
+from dinet.models import GridCNNSegmenter, SDFNet, Segmenter, model_entry
 from dinet.tasks import TrainConfig, evaluate, get_task, open_task_data, report, task_names, train
 from dinet.tasks.metrics import confusion, mean_iou, pixel_accuracy
 
@@ -213,7 +213,8 @@ def test_killed_and_resumed_equals_uninterrupted_for_every_model(
     fields = {"classify": class_fields, "segment": scenes_fields, "sdf": "balls:12"}[task]
     points = {"classify": 64, "segment": SIZE * SIZE, "sdf": 512}[task]
     kw = dict(task=task, model=model, fields=str(fields), points=points, epochs=2,
-              batch_size=4, lr=3e-3, discretization="grid" if model == "cnn" else "sobol")
+              batch_size=4, lr=3e-3,
+              discretization="grid" if model_entry(task, model).grid_baseline else "sobol")
     clean = train(TrainConfig(out=str(tmp_path / "clean"), **kw), progress=False)
     real, calls = train_module._step_loss, []
 

@@ -2,7 +2,7 @@
 discrete CNN baselines, and checkpoints that rebuild them."""
 
 from .base import QUADRATURES, DIModel, check_quadrature, load_model, unweighted
-from .baselines import GridCNNClassifier, GridCNNSegmenter, VoxelCNN3d
+from .baselines import GridCNNClassifier, GridCNNSegmenter, GridResNetClassifier, VoxelCNN3d
 from .classifier import PRESETS, Classifier
 from .registry import ModelEntry, create_model, model_entry, model_names, register_model
 from .sdf import SDFNet
@@ -16,6 +16,7 @@ __all__ = [
     "DIModel",
     "GridCNNClassifier",
     "GridCNNSegmenter",
+    "GridResNetClassifier",
     "ModelEntry",
     "SDFNet",
     "Segmenter",
@@ -32,7 +33,8 @@ __all__ = [
 
 def _register_builtins() -> None:
     """The built-in models of the built-in tasks (the first of each is its default; ``cnn``
-    is the discrete grid baseline). ``dinet-res`` reads 256 points as well as 4,096 with its
+    is the discrete grid baseline, ``cnn-res`` dinet-res's own network on pixels, the same
+    size). ``dinet-res`` reads 256 points as well as 4,096 with its
     finest kernels two pixels wide; the others start at one pixel."""
     for preset in ("dinet-res", *(p for p in PRESETS if p != "dinet-res")):
         register_model("classify", preset, _preset_builder(Classifier, preset),
@@ -47,6 +49,10 @@ def _register_builtins() -> None:
                        quadrature, **_: cnn(in_channels=in_channels, n_classes=n_classes,
                                             size=size, quadrature=quadrature),
                        grid_baseline=True)
+    register_model("classify", "cnn-res", lambda *, in_channels, n_classes, size, quadrature,
+                   **_: GridResNetClassifier(in_channels=in_channels, n_classes=n_classes,
+                                             size=size, quadrature=quadrature),
+                   grid_baseline=True)
     register_model("sdf", "cnn", lambda *, in_channels, size, quadrature, **_: VoxelCNN3d(
         in_channels=in_channels, size=size, quadrature=quadrature), grid_baseline=True)
 

@@ -15,7 +15,7 @@ from ..nn.base import check_points, check_values
 from ..points import PointSet, values_to_image
 from .base import DIModel
 
-__all__ = ["GridCNNClassifier", "GridCNNSegmenter", "VoxelCNN3d"]
+__all__ = ["GridCNNClassifier", "GridCNNSegmenter", "GridResNetClassifier", "VoxelCNN3d"]
 
 
 def _grid_image(model: DIModel, x: torch.Tensor, points: PointSet, size: int,
@@ -80,6 +80,55 @@ class GridCNNClassifier(DIModel):
             *_conv_bn(64, 128),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(128, n_classes),
         )
+
+    def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
+        return self.net(_grid_image(self, x, points, self.size, 2))
+
+
+class _PixelResidual(nn.Module):
+    """conv-BN-ReLU-conv-BN + identity (a 1×1 strided conv + BN when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                                  nn.BatchNorm2d(c_out), nn.ReLU(),
+                                  nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class GridResNetClassifier(DIModel):
+    """``dinet-res``'s network as a pixel CNN: the price-of-invariance baseline.
+
+    A 5×5 stride-2 stem (32 channels: the 16×16 lattice of ``dinet-res`` for 32×32 images),
+    then the same residual stages — 2 × 32 channels, 2 × 64 at stride 2, 1 × 128 at stride
+    2 — global average pool, dropout 0.2, linear head. Only the stem differs from the
+    DI-Net (a pixel conv instead of an integral over any points), so the two have the same
+    size and the same lattice network.
+
+    Shapes:
+        - x: ``(B, size², in_channels)`` on ``points = grid((size, size))``
+        - output: logits ``(B, n_classes)``
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, size: int = 32,
+                 quadrature: str = "weights") -> None:
+        super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
+                         quadrature=quadrature)
+        self.size = int(size)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 32, 5, 2, 2, bias=False),
+                                   nn.BatchNorm2d(32), nn.ReLU()]
+        c_in = 32
+        for stage, (width, blocks) in enumerate(((32, 2), (64, 2), (128, 1))):
+            for b in range(blocks):
+                layers.append(_PixelResidual(c_in, width, 2 if stage > 0 and b == 0 else 1))
+                c_in = width
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Dropout(0.2), nn.Linear(c_in, n_classes))
 
     def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
         return self.net(_grid_image(self, x, points, self.size, 2))
