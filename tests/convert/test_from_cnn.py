@@ -12,6 +12,7 @@ from torch import nn
 
 import dinet.points as P
 from dinet.convert import ConvertedCNN, Interpolate, from_cnn
+from dinet.nn import DIConv
 
 TOL = 1e-5  # max abs error relative to max |output|, as the issue asks
 
@@ -460,3 +461,19 @@ def test_grid_dependent_operations_are_refused():
         from_cnn(cnn, (8, 8))
     with pytest.raises(ValueError, match="3-D convolution"):
         from_cnn(nn.Conv3d(1, 1, 3), (8, 8))
+
+
+def test_cubic_conversion_is_exact_on_the_grid_and_uses_cubic_kernels():
+    """from_cnn(kernel="cubic"): every converted convolution carries Keys' cubic, and on the
+    CNN's own grid the network still equals the CNN."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).double().eval()
+    net = from_cnn(cnn, (16, 16), kernel="cubic").double()
+    convs = [m for m in net.modules() if isinstance(m, DIConv)]
+    assert len(convs) == 2 and all(c.kernel == "cubic" for c in convs)
+    grid = P.grid((16, 16))
+    image = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(net(P.image_to_values(image, grid), grid), cnn(image),
+                               rtol=1e-12, atol=1e-12)

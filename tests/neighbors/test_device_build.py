@@ -12,7 +12,7 @@ from dinet import points as P
 from dinet.neighbors import stencil_cache
 from dinet.neighbors.device_build import box_pairs_torch, spline_stencil_torch
 from dinet.neighbors.search import box_neighbors
-from dinet.neighbors.stencils import _SNAP, _device_pair_stencil, pair_stencil, spline_stencil
+from dinet.neighbors.stencils import SNAP, _device_pair_stencil, pair_stencil, spline_stencil
 from dinet.nn import DIConv
 
 ON_GPU = torch.cuda.is_available()
@@ -45,7 +45,7 @@ CASES = [
                          ids=[c[0] for c in CASES])
 def test_device_build_equals_the_cpu_build(name, pin, pout, ks, h, dil):
     cpu = spline_stencil(pin, pout, ks, h, dil)
-    built = spline_stencil_torch(pin, pout, ks, h, dil, _SNAP)
+    built = spline_stencil_torch(pin, pout, ks, h, dil, SNAP)
     a, b = _entries(cpu), _entries(built)
     assert a.keys() == b.keys() and len(a) == cpu.nnz > 0
     np.testing.assert_allclose([b[k] for k in a], list(a.values()), rtol=1e-12, atol=0)

@@ -55,7 +55,8 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
     return tuple(int(s) for s in input_shape)
 
 
-def from_cnn(model: nn.Module, input_shape: Sequence[int]) -> ConvertedCNN:
+def from_cnn(model: nn.Module, input_shape: Sequence[int],
+             kernel: str = "spline") -> ConvertedCNN:
     """Convert a discrete CNN into a DI-Net that carries its weights.
 
     ``model`` is traced with :func:`torch.fx.symbolic_trace` and every node of its graph is
@@ -83,6 +84,9 @@ def from_cnn(model: nn.Module, input_shape: Sequence[int]) -> ConvertedCNN:
         input_shape: the spatial shape of the grid the CNN was built for, without batch or
             channel axes: ``(H, W)`` for a 2-D CNN, ``(D, H, W)`` for a 3-D one. It fixes
             every layer's spacing in domain units (2 / H per pixel along an axis of H pixels).
+        kernel: the kernel family of the converted convolutions: ``"spline"`` (linear hats)
+            or ``"cubic"`` (Keys' cubic, smooth between the taps: closer to the CNN's sum on
+            other point sets); both reproduce the CNN exactly on its grid.
 
     Returns:
         A :class:`~dinet.convert.ConvertedCNN`, called as ``net(x, points)`` with ``x`` of
@@ -114,7 +118,7 @@ def from_cnn(model: nn.Module, input_shape: Sequence[int]) -> ConvertedCNN:
             "— make its forward traceable (no control flow that depends on tensor values or "
             "shapes), or build the DI-Net by hand from dinet.nn layers"
         ) from error
-    net = _Converter(traced, shape, type(model).__name__).convert()
+    net = _Converter(traced, shape, type(model).__name__, kernel).convert()
     return net.train(model.training)
 
 
@@ -126,8 +130,9 @@ class _Converter(LayerRules, ValueRules):
     :class:`~dinet.convert.rules_values.ValueRules`."""
 
     def __init__(self, traced: torch.fx.GraphModule, shape: tuple[int, ...],
-                 name: str) -> None:
+                 name: str, kernel: str = "spline") -> None:
         self.traced = traced
+        self.kernel = kernel
         self.name = name
         self.shape = shape
         self.dim = len(shape)

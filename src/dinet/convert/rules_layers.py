@@ -84,7 +84,8 @@ class LayerRules:
                 "globally pooled value"
             )
         stride = self.stride(conv.stride, "the convolution's")
-        return self._strided(node, x, stride, DIConv.from_conv, conv)
+        return self._strided(node, x, stride, lambda module, points: DIConv.from_conv(
+            module, points, kernel=self.kernel), conv)
 
     def batchnorm(self, node: torch.fx.Node, bn: nn.Module) -> Value:
         x = self.value_of(node.args[0], kinds=(FIELD, VECTOR))

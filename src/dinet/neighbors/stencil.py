@@ -114,6 +114,11 @@ class Stencil:
                 self._cache[key] = make()
             return self._cache[key]
 
+    def memo(self, key: tuple, make):
+        """``make()`` computed once per ``key`` and kept with the stencil (values a kernel
+        family derives from the structure, per device)."""
+        return self._cached(("memo", *key), make)
+
     def structure(self, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(indptr, indices)`` of S, or of S^T when ``transpose``."""
         if not transpose:

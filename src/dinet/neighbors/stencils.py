@@ -46,7 +46,8 @@ __all__ = [
 # a hat's node or edge are snapped onto it: on a grid this makes the hats hit lattice points
 # exactly (values exactly 1 and 0), which is what makes conversion from conv2d exact and
 # keeps near-zero entries out of the sparse matrix.
-_SNAP = 4.0 * 2.0**-24
+#: Offsets within SNAP / h of a kernel lattice point count as on it (grid exactness).
+SNAP = 4.0 * 2.0**-24
 
 # Bytes per non-zero of a spline stencil over its life: CSR column and value (16), the
 # transpose that backward builds (column and permutation, 16) and the float32 value tensor.
@@ -112,7 +113,7 @@ def _axis_hats(offset: np.ndarray, size: int, h: float, dil: int):
     """The two nearest hat centres along one axis and the hat values there, ``(P, 2)`` each;
     a tap outside the kernel gets value 0."""
     centre = (size - 1) / 2.0
-    tol = _SNAP / h
+    tol = SNAP / h
     if dil == 1:
         u = offset / h + centre  # lattice coordinate
         t0 = np.floor(u)
@@ -300,7 +301,7 @@ def _build_spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size
         check_spline_budget(points_in.to("cpu"), points_out.to("cpu"), kernel_size, spacing,
                             dilation, compiled=False)
         return spline_stencil_torch(points_in, points_out, kernel_size, spacing, dilation,
-                                    _SNAP)
+                                    SNAP)
     if compiled is None:
         compiled = _compiled.AVAILABLE
     check_spline_budget(points_in, points_out, kernel_size, spacing, dilation, compiled)
@@ -311,7 +312,7 @@ def _build_spline_stencil(points_in: PointSet, points_out: PointSet, kernel_size
     n_out, n_basis = len(x), int(np.prod(kernel_size))
     if compiled:
         indptr, indices, values = _compiled.spline_stencil_csr(
-            x, y, in_keys, weights, layout, kernel_size, spacing, dilation, _SNAP,
+            x, y, in_keys, weights, layout, kernel_size, spacing, dilation, SNAP,
         )
         return Stencil(indptr, indices, values, n_out, len(y), n_basis, in_order, out_order)
     neighbors = box_neighbors(x, y, radius)

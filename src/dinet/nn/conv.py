@@ -217,7 +217,7 @@ class DIConv(DIModule):
 
     @classmethod
     def from_conv(
-        cls, conv: nn.Module, grid_shape: Sequence[int] | PointSet
+        cls, conv: nn.Module, grid_shape: Sequence[int] | PointSet, kernel: str = "spline"
     ) -> tuple[DIConv, PointSet]:
         """Exact conversion of an ``nn.Conv1d/2d/3d`` applied to a grid.
 
@@ -226,6 +226,9 @@ class DIConv(DIModule):
                 dilation, groups; ``padding_mode="zeros"``).
             grid_shape: the spatial shape of the conv's input, e.g. ``(H, W)``; or a grid
                 point set (e.g. the ``points_out`` of a previous conversion).
+            kernel: a family whose basis is 1 at its own tap and 0 at the others, so the
+                grid sum is the conv's: ``"spline"`` (linear hats, default) or ``"cubic"``
+                (Keys' cubic: smooth between the taps, closer to the conv's sum off the grid).
 
         Returns:
             ``(layer, points_out)``: a :class:`DIConv` with the conv's weights whose output on
@@ -249,7 +252,7 @@ class DIConv(DIModule):
         )
         layer = cls(
             conv.in_channels, conv.out_channels, ks, spacing=spacing, dim=len(ks),
-            dilation=dil, groups=conv.groups, bias=conv.bias is not None,
+            dilation=dil, groups=conv.groups, bias=conv.bias is not None, kernel=kernel,
         )
         with torch.no_grad():
             layer.weight.copy_(conv.weight)

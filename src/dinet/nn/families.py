@@ -22,7 +22,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..neighbors import Stencil
-from ..neighbors.stencils import PairStencil, pair_stencil, spline_stencil, spline_support
+from ..neighbors.stencils import (
+    SNAP,
+    PairStencil,
+    pair_stencil,
+    spline_stencil,
+    spline_support,
+)
 from ..points import PointSet
 from ._gridconv import GridPlan, grid_plan
 from .kernels import MLPBasis
@@ -30,7 +36,7 @@ from .kernels import MLPBasis
 if TYPE_CHECKING:
     from .conv import DIConv
 
-__all__ = ["KernelFamily", "MLPFamily", "SplineFamily", "kernel_families",
+__all__ = ["CubicFamily", "KernelFamily", "MLPFamily", "SplineFamily", "kernel_families",
            "kernel_family", "register_kernel_family"]
 
 #: Pairs per chunk above which the ``"mlp"`` basis is evaluated chunk by chunk, and recomputed
@@ -133,6 +139,63 @@ class MLPFamily(KernelFamily):
         return (phi * scale[:, None]).t().reshape(-1)
 
 
+def keys_cubic(s: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+    """Keys' interpolating cubic: 1 at 0, 0 at every other integer, support (−2, 2), C¹."""
+    t = s.abs()
+    inner = ((a + 2) * t - (a + 3)) * t * t + 1
+    outer = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return torch.where(t < 1, inner, torch.where(t < 2, outer, torch.zeros_like(t)))
+
+
+class CubicFamily(KernelFamily):
+    """Keys' interpolating cubic on the k^d lattice: φ_b(δ) = Π_k c(δ_k / h_k − t_bk).
+
+    Like the linear hat, c is 1 at its own tap and 0 at every other one, so on a grid the
+    layer *is* ``conv2d`` (``DIConv.from_conv(..., kernel="cubic")`` is exact there); between
+    the taps it is smooth and much flatter in frequency than the hat, so on other points the
+    integral stays closer to the CNN's sum. Its support is two steps past the outer taps.
+    Dilation 1 only.
+    """
+
+    help = "Keys' cubic on the kernel lattice (exact conv2d on grids, smooth between taps)"
+
+    @classmethod
+    def build(cls, conv, n_basis, hidden):
+        if any(r != 1 for r in conv.dilation):
+            raise ValueError("the cubic kernel family takes dilation 1; use kernel='spline' "
+                             "for dilated convolutions")
+        return None, conv.kernel_size
+
+    @classmethod
+    def support(cls, conv):
+        return tuple(((k - 1) / 2 + 2) * h for k, h in zip(conv.kernel_size, conv.spacing,
+                                                           strict=True))
+
+    @classmethod
+    def stencil(cls, conv, points_in, points_out):
+        return pair_stencil(points_in, points_out, cls.support(conv),
+                            math.prod(conv.kernel_size))
+
+    @classmethod
+    def values(cls, conv, stencil: PairStencil, device, dtype):
+        """w_j φ_b(δ) / Π h for every pair and tap, basis-major (cached per device)."""
+        def make():
+            offsets = stencil.pair_tensor("offsets", device, torch.float64)
+            phi = torch.ones(len(offsets), 1, dtype=torch.float64, device=device)
+            for axis, (k, h) in enumerate(zip(conv.kernel_size, conv.spacing, strict=True)):
+                u = offsets[:, axis] / h + (k - 1) / 2  # lattice coordinate of the offset
+                snapped = torch.round(u)
+                u = torch.where((u - snapped).abs() < SNAP / h, snapped, u)
+                taps = torch.arange(k, dtype=torch.float64, device=device)
+                phi = (phi[:, :, None] * keys_cubic(u[:, None] - taps)[:, None, :]).reshape(
+                    len(offsets), -1)
+            scale = stencil.pair_tensor("pair_weights", device, torch.float64)
+            return (phi * (scale / math.prod(conv.spacing))[:, None]).t().reshape(-1)
+
+        return stencil.memo(("cubic", conv.kernel_size, conv.spacing, torch.device(device)),
+                            make).to(dtype)
+
+
 _FAMILIES: dict[str, type[KernelFamily]] = {}
 
 
@@ -160,3 +223,4 @@ def kernel_family(name: str) -> type[KernelFamily]:
 
 register_kernel_family("spline", SplineFamily)
 register_kernel_family("mlp", MLPFamily)
+register_kernel_family("cubic", CubicFamily)
