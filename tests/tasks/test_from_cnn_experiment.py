@@ -108,7 +108,22 @@ def test_pixels_must_be_the_images_the_fields_were_fitted_to(tiny, tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
+def test_cubic_conversion_and_batch_norm_reestimation(tiny, tmp_path):
+    """--kernel cubic keeps the grid exact; --bn-batches adds a gradient-free row whose
+    weights are the zero-shot net's and whose statistics come from the training fields."""
+    results = run_from_cnn(_config(tiny, tmp_path, kernel="cubic", bn_batches=2,
+                                   finetune_epochs=0, points=(16,)),
+                           tiny["train"][1], tiny["test"][1], progress=False)
+    assert results["grid_check"]["equal"] and results["config"]["kernel"] == "cubic"
+    rows = results["rows"]
+    assert set(rows["recalibrated"]) == set(results["columns"])
+    assert "recalibrate" in results["timings"]
+    assert "batch norms re-estimated" in (tmp_path / "results.md").read_text()
+
+
 @pytest.mark.parametrize(("change", "message"), [
+    ({"kernel": "bicubic"}, "valid: spline, mlp, cubic"),
+    ({"bn_batches": -1}, "bn_batches must be an integer >= 0"),
     ({"points": (70,)}, "perfect square"),
     ({"points": ()}, "at least one"),
     ({"finetune_epochs": -1}, "finetune_epochs must be an integer >= 0"),

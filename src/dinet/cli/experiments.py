@@ -36,6 +36,8 @@ def _demo_parser(commands) -> None:
 
 def _experiment_parser(commands) -> None:
     """``dinet experiment ...``: experiments that span more than one run."""
+    from ..nn import kernel_families
+
     experiment = commands.add_parser("experiment", help="experiments beyond a single run "
                                      "(from-cnn: convert a pixel CNN into a DI-Net)")
     experiments = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT",
@@ -73,6 +75,12 @@ def _experiment_parser(commands) -> None:
                     help="use the first N training images and fields")
     fc.add_argument("--test-limit", type=positive_int, default=None,
                     help="test on the first N test fields")
+    fc.add_argument("--kernel", default="spline", choices=kernel_families(),
+                    help="kernel family of the converted convolutions: spline (linear hats) or "
+                    "cubic (Keys' cubic, smooth between the taps); both exact on the grid")
+    fc.add_argument("--bn-batches", type=non_negative_int, default=0,
+                    help="re-estimate the converted net's batch-norm statistics on this many "
+                    "batches of training fields before fine-tuning, gradient-free (default: 0)")
     fc.add_argument("--seed", type=non_negative_int, default=0,
                     help="seed, an integer >= 0 (default: 0)")
     fc.add_argument("--out", default="runs/from-cnn",
@@ -87,7 +95,7 @@ def _experiment(args) -> None:
         train_fields=args.train_fields, test_fields=args.test_fields, out=args.out,
         epochs=args.epochs, finetune_epochs=args.finetune_epochs, points=tuple(args.points),
         lr=args.lr, finetune_lr=args.finetune_lr, limit=args.limit, test_limit=args.test_limit,
-        seed=args.seed,
+        kernel=args.kernel, bn_batches=args.bn_batches, seed=args.seed,
     )
     results = run_from_cnn(config)
     print(from_cnn_table(results))

@@ -10,6 +10,7 @@ from .kernels import MLPBasis
 from .norm import DIBatchNorm, DIInstanceNorm, DILayerNorm
 from .pointwise import PointwiseLinear, PointwiseMLP, PositionalEncoding
 from .pool import DIAvgPool, DIMaxPool, GlobalAvgPool, GlobalMaxPool
+from .recalibrate import reestimate_batchnorm
 from .resample import Resample
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "apply_module",
     "kernel_families",
     "reference_conv",
+    "reestimate_batchnorm",
     "register_kernel_family",
     "sparse_matmul",
     "stencil_conv",

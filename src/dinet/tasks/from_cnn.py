@@ -6,18 +6,21 @@ The steps:
 
 1. train a small CNN (:func:`small_cnn`) on the very pixels the field datasets were fitted
    to (checked against the datasets' source checksums), with AdamW;
-2. convert it and score it on the test *fields* on the CNN's own grid — where it must give
-   the CNN's predictions exactly — and on Sobol, shrunk and jittered points;
-3. fine-tune the converted network on the training fields, a fresh scrambled Sobol draw per
-   step (the conventions of :func:`dinet.tasks.train`), and score it again;
-4. write ``results.json`` and ``results.md`` (rows: the CNN on pixels, the CNN on the fields'
-   values at pixel centres, the converted net zero-shot and fine-tuned; columns: the test
-   discretizations), the CNN (``cnn.pt``) and the fine-tuned net's state (``finetuned.pt``).
+2. convert it (kernel family ``config.kernel``) and score it on the test *fields* on the
+   CNN's own grid — where it must give the CNN's predictions exactly — and on Sobol, shrunk
+   and jittered points;
+3. optionally re-estimate its batch-norm statistics on training fields (``bn_batches``, no
+   gradient step) and score it again; then fine-tune the converted network on the training
+   fields, a fresh scrambled Sobol draw per step (the conventions of
+   :func:`dinet.tasks.train`), and score it again;
+4. write ``results.json`` and ``results.md`` (rows: the CNN on pixels, the CNN on the
+   fields' values at pixel centres, the converted net zero-shot, re-estimated and
+   fine-tuned; columns: the test discretizations), the CNN (``cnn.pt``) and the fine-tuned
+   net's state (``finetuned.pt``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -30,20 +33,21 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import points as P
-from .._io import atomic_torch_save, atomic_write_text
+from .._io import atomic_torch_save
 from ..convert import ConvertedCNN, from_cnn
+from ..nn import reestimate_batchnorm
+from ..nn.families import kernel_family
 from .augment import Augment, derived_seed
 from .base import open_task_data
 from .classify import ClassifyData
 from .discretize import make_points
+from .from_cnn_table import ROWS, from_cnn_table, write_results
 
 __all__ = ["FROM_CNN_DISCRETIZATIONS", "FromCNNConfig", "from_cnn_table", "run_from_cnn",
            "small_cnn"]
 
 #: Test discretizations besides the CNN's own grid, at every ``points`` count.
 FROM_CNN_DISCRETIZATIONS = ("sobol", "shrunk", "jittered")
-ROWS = {"cnn_pixels": "CNN on pixels", "cnn_fields": "CNN on grid-rendered fields",
-        "zero_shot": "converted, zero-shot", "finetuned": "converted, fine-tuned"}
 _EVAL_SEED = 1234  # the test draws, as `dinet eval`
 
 
@@ -63,6 +67,10 @@ class FromCNNConfig:
         batch_size, lr: CNN training; finetune_batch_size, finetune_lr: fine-tuning.
         weight_decay: AdamW weight decay of both.
         widths: channels of the CNN's three stages.
+        kernel: the converted convolutions' kernel family (``"spline"`` or ``"cubic"``).
+        bn_batches: batches of training fields (Sobol draws of ``points[0]``) over which the
+            converted net's batch-norm statistics are re-estimated, gradient-free, before
+            fine-tuning (0: none).
         seed: every random choice derives from it.
     """
 
@@ -80,6 +88,8 @@ class FromCNNConfig:
     finetune_lr: float = 3e-4
     weight_decay: float = 1e-4
     widths: tuple[int, ...] = (32, 64, 128)
+    kernel: str = "spline"
+    bn_batches: int = 0
     seed: int = 0
 
     def check(self) -> None:
@@ -88,6 +98,8 @@ class FromCNNConfig:
         for name in ("epochs", "batch_size", "finetune_batch_size"):
             _check_int(name, getattr(self, name), 1)
         _check_int("finetune_epochs", self.finetune_epochs, 0)
+        _check_int("bn_batches", self.bn_batches, 0)
+        kernel_family(self.kernel)  # an unknown family names the valid ones
         for name in ("limit", "test_limit"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
@@ -213,6 +225,24 @@ def finetune(net: ConvertedCNN, data: ClassifyData, n: int, config: FromCNNConfi
     return last
 
 
+def recalibrate(net: ConvertedCNN, data: ClassifyData, n: int, config: FromCNNConfig) -> int:
+    """Re-estimate ``net``'s batch-norm statistics on ``config.bn_batches`` batches of the
+    training fields, each read at a fresh Sobol draw of ``config.points[0]`` points — no
+    gradient step (:func:`dinet.nn.reestimate_batchnorm`)."""
+    size = config.finetune_batch_size
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(
+        derived_seed(config.seed, 2))).numpy()
+
+    def batches():
+        for k in range(min(config.bn_batches, math.ceil(n / size))):
+            points = make_points("sobol", config.points[0], 2,
+                                 seed=derived_seed(config.seed, 2, k))
+            idx = order[k * size:(k + 1) * size]
+            yield data.inputs(idx, points.coords), points
+
+    return reestimate_batchnorm(net, batches())
+
+
 @torch.no_grad()
 def _accuracy(model, data: ClassifyData, n: int, points: P.PointSet, batch: int = 128) -> float:
     """Accuracy of ``model(x, points)`` on the first ``n`` fields of ``data``."""
@@ -326,7 +356,7 @@ def run_from_cnn(config: FromCNNConfig, train_pixels=None, test_pixels=None,
     atomic_torch_save({"widths": list(config.widths), "in_channels": int(images.shape[-1]),
                        "n_classes": int(labels.max()) + 1, "state_dict": cnn.state_dict()},
                       Path(config.out) / "cnn.pt")  # rebuild with small_cnn(...)
-    net = from_cnn(cnn, shape)
+    net = from_cnn(cnn, shape, kernel=config.kernel)
 
     def score(row: str) -> None:
         tick = time.perf_counter()
@@ -346,7 +376,14 @@ def run_from_cnn(config: FromCNNConfig, train_pixels=None, test_pixels=None,
                "image_shape": list(images.shape[1:]), "cnn": cnn_info,
                "grid_check": {**check, "equal": check["prediction_mismatches"] == 0},
                "columns": list(sets), "rows": rows, "timings": timings}
-    _write(config.out, results)  # the zero-shot numbers survive an interrupted fine-tuning
+    write_results(config.out, results)  # the zero-shot numbers survive an interrupted fine-tuning
+    if config.bn_batches:
+        tick = time.perf_counter()
+        recalibrate(net, train_data, n_train, config)
+        timings["recalibrate"] = time.perf_counter() - tick
+        rows["recalibrated"][grid_key] = _accuracy(net, test_data, n_test, grid)
+        score("recalibrated")
+        write_results(config.out, results)
     if config.finetune_epochs:
         tick = time.perf_counter()
         results["finetune"] = finetune(net, train_data, n_train, config, progress)
@@ -355,40 +392,5 @@ def run_from_cnn(config: FromCNNConfig, train_pixels=None, test_pixels=None,
         rows["finetuned"][grid_key] = _accuracy(net, test_data, n_test, grid)
         score("finetuned")
     timings["total"] = time.perf_counter() - started
-    _write(config.out, results)
+    write_results(config.out, results)
     return results
-
-
-def _write(out: str, results: dict) -> None:
-    atomic_write_text(Path(out) / "results.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(Path(out) / "results.md", from_cnn_table(results) + "\n")
-
-
-def _column_title(key: str, image_shape) -> str:
-    kind, count = key.split(":")
-    if kind == "grid":
-        return f"grid {image_shape[0]}×{image_shape[1]}"
-    return f"{kind} {int(count):,}"
-
-
-def from_cnn_table(results: dict) -> str:
-    """Markdown: one row per model (CNN on pixels, on fields, converted zero-shot and
-    fine-tuned), one column per test discretization, accuracies in percent."""
-    config, columns = results["config"], results["columns"]
-    headers = [_column_title(c, results["image_shape"]) for c in columns]
-    epochs = config["finetune_epochs"]
-    titles = {**ROWS, "finetuned": f"converted, fine-tuned {epochs} epoch"
-              + ("s" if epochs != 1 else "")}
-    check = results["grid_check"]
-    lines = [f"from-cnn: CNN trained {config['epochs']} epochs on {results['n_train']:,} "
-             f"images, tested on {results['n_test']:,} fields of {config['test_fields']}; "
-             f"converted net on the grid {'equals' if check['equal'] else 'DIFFERS FROM'} "
-             f"the CNN ({check['prediction_mismatches']} predictions differ, max logit "
-             f"difference {check['max_logit_difference']:.1e})", "",
-             "| model | " + " | ".join(headers) + " |",
-             "|---|" + "---|" * len(columns)]
-    for row, values in results["rows"].items():
-        if values:
-            cells = [f"{100 * values[c]:.2f}%" if c in values else "–" for c in columns]
-            lines.append(f"| {titles[row]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
