@@ -54,10 +54,9 @@ def _conv_bn(c_in: int, c_out: int, dim: int = 2) -> list[nn.Module]:
     return [conv(c_in, c_out, 3, padding=1, bias=False), norm(c_out), nn.ReLU()]
 
 
-class GridCNNClassifier(DIModel):
-    """A small CNN on the field rendered on its own ``size × size`` grid.
-
-    conv32-pool-conv64-pool-conv128, global average pool, linear head.
+class _GridClassifier(DIModel):
+    """A classifier CNN on the field rendered on its own ``size × size`` grid: records its
+    arguments, reads the grid and runs the ``nn.Sequential`` its subclass builds.
 
     Args:
         in_channels, n_classes: as for :class:`~dinet.models.Classifier`.
@@ -74,15 +73,26 @@ class GridCNNClassifier(DIModel):
         super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
                          quadrature=quadrature)
         self.size = int(size)
-        self.net = nn.Sequential(
+        self.net = self.build(in_channels, n_classes)
+
+    def build(self, in_channels: int, n_classes: int) -> nn.Sequential:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
+        return self.net(_grid_image(self, x, points, self.size, 2))
+
+
+class GridCNNClassifier(_GridClassifier):
+    """A small CNN on its own grid (see :class:`_GridClassifier` for the arguments):
+    conv32-pool-conv64-pool-conv128, global average pool, linear head."""
+
+    def build(self, in_channels, n_classes):
+        return nn.Sequential(
             *_conv_bn(in_channels, 32), nn.MaxPool2d(2),
             *_conv_bn(32, 64), nn.MaxPool2d(2),
             *_conv_bn(64, 128),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(128, n_classes),
         )
-
-    def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
-        return self.net(_grid_image(self, x, points, self.size, 2))
 
 
 class _PixelResidual(nn.Module):
@@ -101,25 +111,18 @@ class _PixelResidual(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
-class GridResNetClassifier(DIModel):
-    """``dinet-res``'s network as a pixel CNN: the price-of-invariance baseline.
+class GridResNetClassifier(_GridClassifier):
+    """``dinet-res``'s network as a pixel CNN: the price-of-invariance baseline (arguments
+    as :class:`_GridClassifier`).
 
     A 5×5 stride-2 stem (32 channels: the 16×16 lattice of ``dinet-res`` for 32×32 images),
     then the same residual stages — 2 × 32 channels, 2 × 64 at stride 2, 1 × 128 at stride
     2 — global average pool, dropout 0.2, linear head. Only the stem differs from the
     DI-Net (a pixel conv instead of an integral over any points), so the two have the same
     size and the same lattice network.
-
-    Shapes:
-        - x: ``(B, size², in_channels)`` on ``points = grid((size, size))``
-        - output: logits ``(B, n_classes)``
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, size: int = 32,
-                 quadrature: str = "weights") -> None:
-        super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
-                         quadrature=quadrature)
-        self.size = int(size)
+    def build(self, in_channels, n_classes):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, 32, 5, 2, 2, bias=False),
                                    nn.BatchNorm2d(32), nn.ReLU()]
         c_in = 32
@@ -127,11 +130,8 @@ class GridResNetClassifier(DIModel):
             for b in range(blocks):
                 layers.append(_PixelResidual(c_in, width, 2 if stage > 0 and b == 0 else 1))
                 c_in = width
-        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Dropout(0.2), nn.Linear(c_in, n_classes))
-
-    def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
-        return self.net(_grid_image(self, x, points, self.size, 2))
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+                             nn.Linear(c_in, n_classes))
 
 
 class GridCNNSegmenter(DIModel):
