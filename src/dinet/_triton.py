@@ -101,7 +101,7 @@ def gather_conv(src: torch.Tensor, weight: torch.Tensor, values: torch.Tensor,
     """
     batch, _, c = src.shape
     k, _, o = weight.shape
-    out = src.new_zeros(batch, n_dst, o)  # rows without entries stay zero
+    out = src.new_empty(batch, n_dst, o)  # every destination row is written (dst covers all)
     if batch == 0 or n_dst == 0:
         return out
     bm, bc, bo = 32, _block(c), _block(o)

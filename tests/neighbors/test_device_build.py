@@ -49,8 +49,11 @@ def test_device_build_equals_the_cpu_build(name, pin, pout, ks, h, dil):
     a, b = _entries(cpu), _entries(built)
     assert a.keys() == b.keys() and len(a) == cpu.nnz > 0
     np.testing.assert_allclose([b[k] for k in a], list(a.values()), rtol=1e-12, atol=0)
-    # The device arrays are the kernels' arrays: no second upload.
+    # The device arrays are the kernels' arrays (no second upload); other dtypes are
+    # converted from the device's float64 values.
     assert built.index_tensor("indptr", "cpu") is not None
+    torch.testing.assert_close(built.value_tensor("cpu", torch.float32),
+                               torch.from_numpy(built.values).float(), rtol=0, atol=0)
     assert built.in_order is None and built.out_order is None
 
 

@@ -337,12 +337,11 @@ def fit_fields(
         )
         with torch.no_grad():
             ref = ImageField(imgs[lo:hi].permute(0, 3, 1, 2))(off_coords)
-            off_psnr.append(psnr(field(off_coords), ref))
+            off_psnr.append(psnr(field(off_coords), ref).cpu())
         field.requires_grad_(False)
         pieces.append(field.cpu())
         grid_psnr.append(best.cpu())
         steps.append(best_step.cpu())
-        off_psnr[-1] = off_psnr[-1].cpu()
         if bar is not None:
             done_psnr = torch.cat(grid_psnr)
             elapsed = time.perf_counter() - start

@@ -118,11 +118,12 @@ def spline_stencil_torch(points_in: PointSet, points_out: PointSet, kernel_size,
     value, basis = value.reshape(-1), basis.reshape(-1)
     kept = torch.nonzero(value > 0.0).squeeze(1)
     pair = kept >> d
+    entry_cols = cols[pair]
     weights = points_in.weights.to(device).double() / float(np.prod(h))
     entry_rows = basis[kept] * n_out + rows[pair]
-    order = torch.argsort(entry_rows * len(y) + cols[pair])  # (b, i) rows, inputs increasing
+    order = torch.argsort(entry_rows * len(y) + entry_cols)  # (b, i) rows, inputs increasing
     indptr = torch.zeros(n_basis * n_out + 1, dtype=torch.long, device=device)
     indptr[1:] = torch.cumsum(torch.bincount(entry_rows, minlength=n_basis * n_out), 0)
-    indices = cols[pair][order]
-    values = (value[kept] * weights[cols[pair]])[order]
+    indices = entry_cols[order]
+    values = (value[kept] * weights[entry_cols])[order]
     return Stencil.from_device(indptr, indices, values, n_out, len(y), n_basis)

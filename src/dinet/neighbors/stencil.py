@@ -87,7 +87,7 @@ class Stencil:
         device = indptr.device
         stencil._cache[("index", "indptr", device)] = indptr
         stencil._cache[("index", "indices", device)] = indices
-        stencil._cache[("values", device, values.dtype)] = values
+        stencil._cache[("values", device, torch.float64)] = values.double()
         return stencil
 
     @property
@@ -159,8 +159,13 @@ class Stencil:
         """The fixed values as a cached tensor (stencils whose values are learned have none)."""
         if self.values is None:
             raise ValueError("this stencil has no fixed values; pass the values to use")
-        return self._cached(("values", torch.device(device), dtype),
-                            lambda: torch.from_numpy(self.values).to(device=device, dtype=dtype))
+        def make():
+            # A stencil built on the device keeps its float64 values there: convert those.
+            there = self._cache.get(("values", torch.device(device), torch.float64))
+            source = torch.from_numpy(self.values) if there is None else there
+            return source.to(device=device, dtype=dtype)
+
+        return self._cached(("values", torch.device(device), dtype), make)
 
     def tensors(self, device, dtype, transpose: bool = False, values=None) -> torch.Tensor:
         """S (or S^T when ``transpose``) as a torch sparse CSR tensor on ``device``.

@@ -178,7 +178,8 @@ class CubicFamily(KernelFamily):
 
     @classmethod
     def values(cls, conv, stencil: PairStencil, device, dtype):
-        """w_j φ_b(δ) / Π h for every pair and tap, basis-major (cached per device)."""
+        """w_j φ_b(δ) / Π h for every pair and tap, basis-major (cached per device and
+        dtype: computed once in float64)."""
         def make():
             offsets = stencil.pair_tensor("offsets", device, torch.float64)
             phi = torch.ones(len(offsets), 1, dtype=torch.float64, device=device)
@@ -190,10 +191,11 @@ class CubicFamily(KernelFamily):
                 phi = (phi[:, :, None] * keys_cubic(u[:, None] - taps)[:, None, :]).reshape(
                     len(offsets), -1)
             scale = stencil.pair_tensor("pair_weights", device, torch.float64)
-            return (phi * (scale / math.prod(conv.spacing))[:, None]).t().reshape(-1)
+            values = (phi * (scale / math.prod(conv.spacing))[:, None]).t().reshape(-1)
+            return values.to(dtype)
 
-        return stencil.memo(("cubic", conv.kernel_size, conv.spacing, torch.device(device)),
-                            make).to(dtype)
+        return stencil.memo(("cubic", conv.kernel_size, conv.spacing, torch.device(device),
+                             dtype), make)
 
 
 _FAMILIES: dict[str, type[KernelFamily]] = {}

@@ -199,10 +199,11 @@ class Task:
         """A fresh :class:`Scorer` of ``model`` on ``data`` (``seed``: its query points)."""
         raise NotImplementedError
 
-    def example_panels(self, data: TaskData, model, idx: np.ndarray, x: torch.Tensor,
+    def example_panels(self, data: TaskData, model, idx: np.ndarray,
                        points: PointSet) -> tuple[list, list[str]] | None:
-        """Rows of ``dinet.tasks.plots.panels`` (input | truth | prediction per item) and
-        their column titles, or None when the task has no picture to show."""
+        """Rows of ``dinet.tasks.plots.panels`` (input | truth | prediction per item, the
+        model reading items ``idx`` at ``points``) and their column titles, or None when the
+        task has no picture to show (then nothing is sampled)."""
         return None
 
     def __repr__(self) -> str:

@@ -201,7 +201,7 @@ def _example_pictures(run: Path, results: dict, task: Task, data: TaskData, mode
         points = make_points(results["train_discretization"] or "sobol",
                              int(results["train_points"] or DEFAULT_POINTS[data.dim][1]),
                              data.dim, seed=seed)
-    panels = task.example_panels(data, model, idx, data.sample(idx, points), points)
+    panels = task.example_panels(data, model, idx, points)
     if panels is None:
         return None
     rows, cols = panels

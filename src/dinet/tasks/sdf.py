@@ -94,7 +94,7 @@ class SDFTask(Task):
     def scorer(self, data, model, seed):
         return _ErrorScorer(data, model, seed)
 
-    def example_panels(self, data, model, idx, x, points):
+    def example_panels(self, data, model, idx, points):
         """Input | true SDF | predicted SDF on the z = 0 slice (array axis 0 = 0), 64 × 64."""
         side = 64
         axis = (torch.arange(side, dtype=torch.float32) * 2 + 1) / side - 1
@@ -103,7 +103,8 @@ class SDFTask(Task):
         rgba = data.inputs(idx, coords)
         picture = (rgba[..., :3] * rgba[..., 3:]).reshape(len(idx), side, side, 3).numpy()
         truth = data.targets(idx, coords).reshape(len(idx), side, side).numpy()
-        pred = model(x, points, P.from_coords(coords)).reshape(len(idx), side, side).numpy()
+        pred = model(data.sample(idx, points), points, P.from_coords(coords))
+        pred = pred.reshape(len(idx), side, side).numpy()
         rows = [[{"image": picture[i], "kind": "image"}, {"image": truth[i], "kind": "sdf"},
                  {"image": pred[i], "kind": "sdf"}] for i in range(len(idx))]
         return rows, ["input (z = 0)", "true SDF",

@@ -90,12 +90,12 @@ class SegmentTask(Task):
     def scorer(self, data, model, seed):
         return _ConfusionScorer(data, model, seed)
 
-    def example_panels(self, data, model, idx, x, points):
+    def example_panels(self, data, model, idx, points):
         """Input | true labels | predicted labels at the pixel centres."""
         side = data.size
         pixels = P.grid((side, side))
         image = values_to_image(data.sample(idx, pixels), pixels)[:, 0].numpy()
-        pred = model(x, points, pixels).argmax(-1)
+        pred = model(data.sample(idx, points), points, pixels).argmax(-1)
         pred = values_to_image(pred[..., None].float(), pixels)[:, 0].long().numpy()
         truth = data.targets(idx, pixels.coords)
         truth = values_to_image(truth[..., None].float(), pixels)[:, 0].long().numpy()
