@@ -109,12 +109,14 @@ def test_pixels_must_be_the_images_the_fields_were_fitted_to(tiny, tmp_path):
 
 
 def test_cubic_conversion_and_batch_norm_reestimation(tiny, tmp_path):
-    """--kernel cubic keeps the grid exact; --bn-batches adds a gradient-free row whose
-    weights are the zero-shot net's and whose statistics come from the training fields."""
+    """--kernel cubic (here with --lattice) keeps the grid exact; --bn-batches adds a
+    gradient-free row whose weights are the zero-shot net's and whose statistics come from
+    the training fields."""
     results = run_from_cnn(_config(tiny, tmp_path, kernel="cubic", bn_batches=2,
-                                   finetune_epochs=0, points=(16,)),
+                                   finetune_epochs=0, points=(16,), lattice=True),
                            tiny["train"][1], tiny["test"][1], progress=False)
     assert results["grid_check"]["equal"] and results["config"]["kernel"] == "cubic"
+    assert results["config"]["lattice"] is True
     rows = results["rows"]
     assert set(rows["recalibrated"]) == set(results["columns"])
     assert "recalibrate" in results["timings"]

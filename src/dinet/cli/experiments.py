@@ -81,6 +81,9 @@ def _experiment_parser(commands) -> None:
     fc.add_argument("--bn-batches", type=non_negative_int, default=0,
                     help="re-estimate the converted net's batch-norm statistics on this many "
                     "batches of training fields before fine-tuning, gradient-free (default: 0)")
+    fc.add_argument("--lattice", action="store_true",
+                    help="convert with lattice=True: the first convolution integrates the "
+                    "field onto the CNN's own grid and every later layer runs there")
     fc.add_argument("--seed", type=non_negative_int, default=0,
                     help="seed, an integer >= 0 (default: 0)")
     fc.add_argument("--out", default="runs/from-cnn",
@@ -95,7 +98,7 @@ def _experiment(args) -> None:
         train_fields=args.train_fields, test_fields=args.test_fields, out=args.out,
         epochs=args.epochs, finetune_epochs=args.finetune_epochs, points=tuple(args.points),
         lr=args.lr, finetune_lr=args.finetune_lr, limit=args.limit, test_limit=args.test_limit,
-        kernel=args.kernel, bn_batches=args.bn_batches, seed=args.seed,
+        kernel=args.kernel, bn_batches=args.bn_batches, lattice=args.lattice, seed=args.seed,
     )
     results = run_from_cnn(config)
     print(from_cnn_table(results))

@@ -56,7 +56,7 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
 
 
 def from_cnn(model: nn.Module, input_shape: Sequence[int],
-             kernel: str = "spline") -> ConvertedCNN:
+             kernel: str = "spline", lattice: bool = False) -> ConvertedCNN:
     """Convert a discrete CNN into a DI-Net that carries its weights.
 
     ``model`` is traced with :func:`torch.fx.symbolic_trace` and every node of its graph is
@@ -87,6 +87,12 @@ def from_cnn(model: nn.Module, input_shape: Sequence[int],
         kernel: the kernel family of the converted convolutions: ``"spline"`` (linear hats)
             or ``"cubic"`` (Keys' cubic, smooth between the taps: closer to the CNN's sum on
             other point sets); both reproduce the CNN exactly on its grid.
+        lattice: ``False`` (default): every layer runs on the input's points and their
+            coarsenings. ``True``: the layers that read the input integrate over its points
+            and write onto the CNN's own grid; every later layer runs on the CNN's grids, so
+            off the grid only the first integrals differ from the CNN (the design of
+            ``dinet-res``, whose stem writes on a lattice) and field outputs live on the
+            CNN's output grid.
 
     Returns:
         A :class:`~dinet.convert.ConvertedCNN`, called as ``net(x, points)`` with ``x`` of
@@ -118,7 +124,7 @@ def from_cnn(model: nn.Module, input_shape: Sequence[int],
             "— make its forward traceable (no control flow that depends on tensor values or "
             "shapes), or build the DI-Net by hand from dinet.nn layers"
         ) from error
-    net = _Converter(traced, shape, type(model).__name__, kernel).convert()
+    net = _Converter(traced, shape, type(model).__name__, kernel, lattice).convert()
     return net.train(model.training)
 
 
@@ -130,9 +136,10 @@ class _Converter(LayerRules, ValueRules):
     :class:`~dinet.convert.rules_values.ValueRules`."""
 
     def __init__(self, traced: torch.fx.GraphModule, shape: tuple[int, ...],
-                 name: str, kernel: str = "spline") -> None:
+                 name: str, kernel: str = "spline", lattice: bool = False) -> None:
         self.traced = traced
         self.kernel = kernel
+        self.lattice = lattice
         self.name = name
         self.shape = shape
         self.dim = len(shape)
@@ -170,7 +177,7 @@ class _Converter(LayerRules, ValueRules):
         levels = {n.name: v.level for n, v in self.values.items() if v.kind == FIELD}
         sets = {n.name: v.points for n, v in self.values.items() if v.kind == FIELD}
         return ConvertedCNN(self.steps, self.layers, self.input_name, self.output, levels,
-                            sets, self.shape)
+                            sets, self.shape, lattice=self.lattice)
 
     def _describe(self, node: torch.fx.Node) -> str:
         if node.op == "call_module":

@@ -12,7 +12,9 @@ Each field node lives on a point set derived from the input's: on the *reference
 (``grid(input_shape)``, the grid the CNN was built for) it is the CNN's own pixel grid at
 that depth, recorded at conversion; on any other point set it is ``points.coarsen(level)``,
 where ``level`` is the product of the strides between the input and the node (the prefix
-convention of ``DIConv(stride=...)``).
+convention of ``DIConv(stride=...)``). A network converted with ``lattice=True`` instead keeps
+every node after the first DI layers on the CNN's own grids whatever the input: only the
+layers that read the input integrate over its points, and they write onto the CNN's grid.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class ConvertedCNN(nn.Module):
         levels: for every field node, the product of strides from the input to it.
         reference_sets: for every field node, its point set on the reference grid.
         input_shape: the spatial shape of the grid the CNN was built for.
+        lattice: keep every node the input reaches through a DI layer on its reference
+            grid, for any input points (see :func:`~dinet.convert.from_cnn`).
 
     Attributes:
         layers: ``nn.ModuleDict`` of the converted layers (their state dict holds the CNN's
@@ -123,7 +127,7 @@ class ConvertedCNN(nn.Module):
 
     def __init__(self, steps: list[Step], layers: dict[str, nn.Module], input_name: str,
                  output, levels: dict[str, int], reference_sets: dict[str, PointSet],
-                 input_shape: tuple[int, ...]) -> None:
+                 input_shape: tuple[int, ...], lattice: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleDict(layers)
         self.steps = list(steps)
@@ -146,21 +150,44 @@ class ConvertedCNN(nn.Module):
             if name not in keep:
                 self._release[i].append(name)
         self._point_cache = LRUCache(_POINT_SET_CACHE)
+        self.lattice = bool(lattice)
+        self._on_input = self._input_nodes()
+
+    def _input_nodes(self) -> frozenset[str]:
+        """The field nodes that live on the input's points with ``lattice=True``: the input
+        and what pointwise steps compute from it alone (a DI layer moves onto the grid)."""
+        on_input = {self.input_name}
+        for step in self.steps:
+            fields = [r for r in _refs((step.args, step.kwargs)) if self._kinds[r] == "field"]
+            if step.kind != "field" or step.op == "layer" or not fields:
+                continue
+            mine = [r in on_input for r in fields]
+            if all(mine):
+                on_input.add(step.name)
+            elif any(mine) and self.lattice:
+                raise ValueError(
+                    f"node {step.name!r} combines the input field with values computed on the "
+                    "grid, which lattice=True cannot place on one point set — convert with "
+                    "lattice=False")
+        return frozenset(on_input)
 
     # --- point sets ---------------------------------------------------------------------
     def point_sets(self, points: PointSet) -> dict[str, PointSet]:
         """The point set of every field node when the input lives on ``points``.
 
         On the reference grid these are the CNN's pixel grids, recorded at conversion; on any
-        other point set, ``points.coarsen(level)`` (``points`` itself at level 1).
+        other point set, ``points.coarsen(level)`` (``points`` itself at level 1) — or, with
+        ``lattice=True``, ``points`` for the input and the CNN's grids for every node after a
+        DI layer.
         """
         check_points(points, self.dim)
         return self._point_cache.get_or_build((points.digest, str(points.device)),
                                               lambda: self._point_sets(points))
 
     def _point_sets(self, points: PointSet) -> dict[str, PointSet]:
-        if points == self.reference_points:
-            sets = {name: p.to(points.device) for name, p in self.reference_sets.items()}
+        if points == self.reference_points or self.lattice:
+            sets = {name: points if name in self._on_input else p.to(points.device)
+                    for name, p in self.reference_sets.items()}
         else:
             by_level: dict[int, PointSet] = {1: points}
             sets = {}
@@ -229,4 +256,5 @@ class ConvertedCNN(nn.Module):
         return template
 
     def extra_repr(self) -> str:
-        return f"input_shape={self.input_shape}, steps={len(self.steps)}"
+        lattice = ", lattice=True" if self.lattice else ""
+        return f"input_shape={self.input_shape}, steps={len(self.steps)}{lattice}"

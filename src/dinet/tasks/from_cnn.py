@@ -71,6 +71,8 @@ class FromCNNConfig:
         bn_batches: batches of training fields (Sobol draws of ``points[0]``) over which the
             converted net's batch-norm statistics are re-estimated, gradient-free, before
             fine-tuning (0: none).
+        lattice: convert with ``from_cnn(..., lattice=True)``: only the first convolution
+            integrates over the test points, onto the CNN's grid, where the rest runs.
         seed: every random choice derives from it.
     """
 
@@ -90,6 +92,7 @@ class FromCNNConfig:
     widths: tuple[int, ...] = (32, 64, 128)
     kernel: str = "spline"
     bn_batches: int = 0
+    lattice: bool = False
     seed: int = 0
 
     def check(self) -> None:
@@ -356,7 +359,7 @@ def run_from_cnn(config: FromCNNConfig, train_pixels=None, test_pixels=None,
     atomic_torch_save({"widths": list(config.widths), "in_channels": int(images.shape[-1]),
                        "n_classes": int(labels.max()) + 1, "state_dict": cnn.state_dict()},
                       Path(config.out) / "cnn.pt")  # rebuild with small_cnn(...)
-    net = from_cnn(cnn, shape, kernel=config.kernel)
+    net = from_cnn(cnn, shape, kernel=config.kernel, lattice=config.lattice)
 
     def score(row: str) -> None:
         tick = time.perf_counter()
