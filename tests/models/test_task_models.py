@@ -264,3 +264,29 @@ def test_classifier_learns_the_sign_of_a_smooth_field():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+def test_dinet_res_stem_is_one_pixel_fine_and_format_1_checkpoints_keep_theirs(tmp_path):
+    """Format 2 records the stem (one pixel, 32 basis functions by default); a format-1
+    checkpoint, whose config did not record it, rebuilds the two-pixel, 16-function stem it
+    was trained with and gives the same logits."""
+    model = Classifier("dinet-res")
+    assert (model.config["stem_spacing"], model.config["stem_basis"]) == (2 / 32, 32)
+    assert model.stem.spacing == (2 / 32, 2 / 32) and model.stem.n_basis == 32
+    with pytest.raises(ValueError, match="options of the dinet-res preset"):
+        Classifier("dinet4", stem_basis=8)
+
+    torch.manual_seed(0)
+    old = Classifier("dinet-res", stem_spacing=4 / 32, stem_basis=16).eval()
+    path = old.save(tmp_path / "v2.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 1
+    for key in ("stem_spacing", "stem_basis"):
+        del payload["config"][key]
+    del payload["sha256"]
+    payload["sha256"] = content_digest(payload)  # as format 1 was written
+    torch.save(payload, tmp_path / "v1.pt")
+    loaded = load_model(tmp_path / "v1.pt").eval()
+    assert loaded.stem.n_basis == 16 and loaded.config["stem_spacing"] == 4 / 32
+    x, points = torch.randn(2, 300, 1), P.sobol(300, 2, seed=1)
+    torch.testing.assert_close(loaded(x, points), old(x, points), rtol=0, atol=0)

@@ -110,6 +110,13 @@ class DIModel(nn.Module):
         return unweighted(points) if self.quadrature == "none" else points
 
     # --- checkpoints ---------------------------------------------------------------------
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any], version) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild a checkpoint of format ``version`` with
+        this class, or ``None`` when this version cannot read it. A class whose defaults
+        change raises :attr:`FORMAT_VERSION` and spells out the old defaults here."""
+        return config if version == cls.FORMAT_VERSION else None
+
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write ``{"format", "format_version", "class", "config", "state_dict", "extra",
         "sha256"}`` to ``path`` atomically (a temporary file in the same folder, then
@@ -152,14 +159,15 @@ class DIModel(nn.Module):
                 f"{path} holds an unknown model class {name!r}; known: "
                 f"{', '.join(sorted(MODEL_CLASSES))} — was it written by a newer dinet?"
             )
-        if payload["format_version"] != model_cls.FORMAT_VERSION:
+        config = model_cls.upgrade_config(payload["config"], payload["format_version"])
+        if config is None:
             raise ValueError(
                 f"{path} is a {name} checkpoint of format version {payload['format_version']}, "
                 f"but this dinet reads version {model_cls.FORMAT_VERSION} — load it with the "
                 "dinet version that wrote it, or retrain"
             )
         try:
-            model = model_cls(**payload["config"])
+            model = model_cls(**config)
             model.load_state_dict(payload["state_dict"])
         except (TypeError, ValueError, RuntimeError) as err:
             raise ValueError(

@@ -26,16 +26,16 @@ class Classifier(DIModel):
     - ``"dinet4"`` (DI-Net-4): 32 channels; stem conv, one residual block, a stride-2 conv,
       global pool, MLP head 32→32→n_classes.
     - ``"dinet-res"`` (default, stronger): a stem DIConv in→32 with a smooth learned kernel
-      (MLP basis, 5×5 lattice at ``base_spacing``) integrates the field over whatever
-      points arrive and writes its features on a fixed lattice — the pixel centres of a
-      (2/base_spacing)² grid, one point per kernel cell. Everything after works on that
+      (32 MLP basis functions, 5×5 lattice at ``stem_spacing``, one pixel) integrates the
+      field over whatever points arrive and writes its features on a fixed lattice — the
+      pixel centres of a (2/base_spacing)² grid. Everything after works on that
       lattice: three stages of residual blocks (2 × 32 channels on the lattice, 2 × 64 on its
       ¼ prefix, 1 × 128 on 1/16; the spacing doubles per stage; stride-2 1×1 DIConv
       shortcuts), global average pool, dropout 0.2, linear head. Only the stem's integral
       depends on the input points, so 256, 1,024 or 4,096 points of any discretization give
       the rest of the network the same kind of input. Use ``base_spacing`` of two pixels
-      (4/H, the default 1/8 for 32×32 images): 256 points still put ~25 points under the
-      stem's support.
+      (4/H, the default 1/8 for 32×32 images), a 16×16 lattice: the stem's 6×6-pixel support
+      holds ~36 of 1,024 points and still ~9 of 256.
 
     Args:
         preset: one of :data:`PRESETS`.
@@ -47,20 +47,37 @@ class Classifier(DIModel):
             ``"none"`` (the paper's unweighted sums: uniform weights 2^d/N).
         kernel: the convolutions' kernel family, ``"spline"`` (default) or ``"mlp"``
             (a learned windowed basis, smoother to integrate on scattered points).
+        stem_spacing: ``dinet-res`` only: the stem kernel's lattice step in domain units;
+            default ``base_spacing / 2``, one pixel, so the stem resolves the detail the
+            pixel CNN's 5×5 stem sees (checkpoints of format 1 had ``base_spacing``).
+        stem_basis: ``dinet-res`` only: the number of learned basis functions of the stem's
+            MLP kernel, which its 32 filters span; default 32 (16 in format 1).
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (2-D)
         - output: logits ``(B, n_classes)``
     """
 
+    FORMAT_VERSION = 2  # 2: dinet-res's stem one pixel fine with 32 basis functions
+
     def __init__(self, preset: str = "dinet-res", in_channels: int = 1, n_classes: int = 10,
                  base_spacing: float | None = None, quadrature: str = "weights",
-                 kernel: str = "spline") -> None:
+                 kernel: str = "spline", stem_spacing: float | None = None,
+                 stem_basis: int | None = None) -> None:
         check_preset(preset, PRESETS, "Classifier")
         if base_spacing is None:  # one pixel of a 32 x 32 image; two for dinet-res
             base_spacing = (4 if preset == "dinet-res" else 2) / 32
+        stem = {}
+        if preset == "dinet-res":
+            stem = {"stem_spacing": float(base_spacing / 2 if stem_spacing is None
+                                          else stem_spacing),
+                    "stem_basis": int(32 if stem_basis is None else stem_basis)}
+        elif stem_spacing is not None or stem_basis is not None:
+            raise ValueError(f"stem_spacing and stem_basis are options of the dinet-res "
+                             f"preset; {preset!r} has no separate stem")
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
-                         base_spacing=base_spacing, quadrature=quadrature, kernel=kernel)
+                         base_spacing=base_spacing, quadrature=quadrature, kernel=kernel,
+                         **stem)
         h = float(base_spacing)
         k = kernel
         if preset == "dinet2":
@@ -81,7 +98,8 @@ class Classifier(DIModel):
         else:
             side = round(2.0 / h)
             self.lattice = grid((side, side))
-            self.stem = DIConv(in_channels, 32, 5, spacing=h, bias=False, kernel="mlp")
+            self.stem = DIConv(in_channels, 32, 5, spacing=stem["stem_spacing"], bias=False,
+                               kernel="mlp", n_basis=stem["stem_basis"])
             self.stem_norm = DIBatchNorm(32)
             layers: list[nn.Module] = []
             c_in = 32
@@ -93,6 +111,15 @@ class Classifier(DIModel):
                     c_in = width
             layers += [GlobalAvgPool(), nn.Dropout(0.2), nn.Linear(c_in, n_classes)]
             self.net = DISequential(*layers)
+
+    @classmethod
+    def upgrade_config(cls, config, version):
+        if version == 1:  # stem_spacing and stem_basis were not recorded: the old defaults
+            if config.get("preset", "dinet-res") == "dinet-res":
+                config = {**config, "stem_spacing": config.get("base_spacing") or 4 / 32,
+                          "stem_basis": 16}
+            return config
+        return super().upgrade_config(config, version)
 
     def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
         points = self.prepare_points(points)
