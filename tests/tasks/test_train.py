@@ -230,6 +230,24 @@ def test_resume_refuses_a_damaged_run_and_touches_nothing(fields, tmp_path, dama
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_resume_refuses_a_state_of_another_model_shape(fields, tmp_path):
+    """A run begun before a model's layers changed (dinet-res's format-1 stem, say) holds a
+    sound state that does not fit the model built now: a ValueError, nothing touched."""
+    from dinet._io import save_with_digest
+
+    out = tmp_path / "run"
+    train(_config(fields, out, epochs=1), progress=False)
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    del state["sha256"]
+    key = next(k for k, v in state["model"].items() if v.dim() >= 2)
+    state["model"][key] = state["model"][key][:1]  # as an older, narrower layer
+    save_with_digest(state, out / "train_state.pt")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match="does not fit the dinet2 this dinet builds.*older"):
+        train(_config(fields, out, epochs=2), resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_your_own_coordinates_in_train_and_eval(fields, tmp_path, capsys):
     """npz:FILE: a user's sensor layout, trained on and scored in one command each."""
     import dinet.points as P

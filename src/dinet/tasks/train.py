@@ -182,7 +182,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                                free=("epochs", "device", "bf16"))  # may change on resume
     first_epoch = 0
     if state is not None:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:  # e.g. a run begun before a model's layers changed
+            raise ValueError(
+                f"{config.out}: the saved training state does not fit the {config.model} this "
+                f"dinet builds ({str(err).splitlines()[0]}) — was the run begun with an older "
+                "dinet? Finish it with that version, or start a new run in another --out"
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         first_epoch = int(state["epoch"]) + 1
