@@ -2,7 +2,8 @@
 
 Fit neural fields to a few thousand Fashion-MNIST images (scikit-learn's digits when the
 Fashion-MNIST package is not installed), train the default classifier once on scrambled
-Sobol points and once on the pixel grid, evaluate both on every discretization at 256,
+Sobol points and once on the pixel grid — each step reads N or N/4 points, the mixed counts
+of the full-scale recipe — evaluate both on every discretization at 256,
 1,024 and 4,096 points, and print the train × test table. Every step is resumable: a
 second run reuses the finished fields and runs.
 """
@@ -50,11 +51,13 @@ def demo(out: str | Path = "runs/demo", n_train: int = 4096, n_test: int = 1024,
                       progress=progress)
         fields[split] = out / f"fields-{split}"
     runs = []
+    mix = (points // 4,)  # a quarter of the points: a grid of half the side
     for kind in ("sobol", "grid"):
         run = out / f"dinet-res-{kind}"
         config = TrainConfig(fields=str(fields["train"]), out=str(run), model="dinet-res",
-                             discretization=kind, points=points, epochs=epochs)
-        print(f"[train] dinet-res on {kind} points ({points}/field), {epochs} epochs → {run}")
+                             discretization=kind, points=points, mix_points=mix, epochs=epochs)
+        print(f"[train] dinet-res on {kind} points ({points} or {points // 4}/field), "
+              f"{epochs} epochs → {run}")
         resume = (run / "config.json").exists()
         train(config, resume=resume, progress=progress)
         print(f"[eval] {run} on every discretization at 256, 1,024 and 4,096 points")
