@@ -13,7 +13,7 @@ import torch
 
 from dinet.cli import main
 from dinet.fields import build_dataset
-from dinet.models import Classifier
+from dinet.models import Classifier, load_model
 from dinet.tasks import TrainConfig, discretizations, is_randomised, make_points, train
 
 train_module = importlib.import_module("dinet.tasks.train")  # the module, not the function
@@ -246,6 +246,28 @@ def test_resume_refuses_a_state_of_another_model_shape(fields, tmp_path):
     with pytest.raises(ValueError, match="does not fit the dinet2 this dinet builds.*older"):
         train(_config(fields, out, epochs=2), resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_init_starts_from_another_runs_weights(fields, tmp_path):
+    """--init RUN: the new run's parameters start as RUN's model left them (a learning rate
+    of 1e-12 moves them by ~1e-12), with another point count; another model is refused."""
+    first = tmp_path / "first"
+    train(_config(fields, first, epochs=1), progress=False)
+    second = tmp_path / "second"
+    train(_config(fields, second, epochs=1, lr=1e-12, weight_decay=0.0, points=36,
+                  init=str(first)), progress=False)
+    a, b = (load_model(out / "model.pt") for out in (first, second))
+    params = dict(a.named_parameters())
+    assert all(torch.allclose(p, params[n], atol=1e-8, rtol=0) for n, p in b.named_parameters())
+    fresh = tmp_path / "fresh"
+    train(_config(fields, fresh, epochs=1, lr=1e-12, weight_decay=0.0), progress=False)
+    c = dict(load_model(fresh / "model.pt").named_parameters())
+    assert not all(torch.allclose(p, c[n], atol=1e-3) for n, p in a.named_parameters())
+    with pytest.raises(ValueError, match="--init .*is not the one this run builds"):
+        train(_config(fields, tmp_path / "other", model="dinet4", init=str(first)),
+              progress=False)
+    with pytest.raises(ValueError, match="no model.pt there"):
+        _config(fields, tmp_path / "x", init=str(tmp_path / "nowhere")).check()
 
 
 def test_your_own_coordinates_in_train_and_eval(fields, tmp_path, capsys):

@@ -68,6 +68,10 @@ def _train_parser(commands) -> None:
                     help="convolution kernel family (default: spline)")
     tr.add_argument("--base-spacing", type=positive_float, default=None,
                     help="finest kernel lattice step in domain units (default: 2 / image size)")
+    tr.add_argument("--init", default=None, metavar="RUN",
+                    help="start from the weights of RUN's model (the same model on the same "
+                    "data), e.g. to go on with other point counts; the optimizer and the "
+                    "learning-rate schedule start afresh")
     tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
     tr.add_argument("--limit", type=positive_int, default=None,
                     help="train on the first N fields")
@@ -169,6 +173,7 @@ def _train(args) -> None:
         base_spacing=args.base_spacing, limit=args.limit,
         points=args.points or get_task(args.task).default_points,
         mix_points=tuple(args.mix_points), device=args.device, bf16=args.bf16,
+        init=args.init,
     )
     with distributed.session(args.device):
         last = train(config, resume=args.resume)

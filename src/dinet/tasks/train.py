@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import distributed
-from ..models import DIModel, create_model, model_entry
+from ..models import DIModel, create_model, load_model, model_entry
 from ..points import PointSet
 from .augment import Augment, derived_seed
 from .base import DEFAULT_TASK, Task, TaskData, get_task
@@ -62,6 +63,7 @@ class TrainConfig:
     limit: int | None = None
     device: str = "auto"  # auto | cpu | cuda (see dinet.distributed.select_device)
     bf16: bool = False  # autocast to bfloat16 on CUDA
+    init: str | None = None  # a run folder whose model.pt the weights start from
 
     def check(self) -> None:
         """Raise a ValueError naming the valid choices for any invalid setting."""
@@ -93,6 +95,9 @@ class TrainConfig:
                              f"{', '.join(distributed.DEVICES)}")
         for count in self.counts:
             make_points(self.discretization, count, task.dim)
+        if self.init is not None and not (Path(self.init) / "model.pt").is_file():
+            raise ValueError(f"--init {self.init}: no model.pt there — pass a run folder "
+                             "written by `dinet train`")
 
     @property
     def counts(self) -> tuple[int, ...]:
@@ -107,6 +112,18 @@ def build_model(config: TrainConfig, data: TaskData) -> DIModel:
                         n_classes=data.n_classes, image_size=data.size, points=config.points,
                         dim=data.dim, base_spacing=config.base_spacing, kernel=config.kernel,
                         quadrature=config.quadrature)
+
+
+def _start_from(model: DIModel, run: str) -> None:
+    """Load the weights of ``run``'s model into ``model``, which must be the same model (class
+    and constructor arguments)."""
+    source = load_model(Path(run) / "model.pt")
+    if type(source) is not type(model) or source.config != model.config:
+        raise ValueError(
+            f"--init {run}: its model ({type(source).__name__} {source.config}) is not the one "
+            f"this run builds ({type(model).__name__} {model.config}) — start from a run of "
+            "the same --model, --kernel, --base-spacing and --quadrature on the same data")
+    model.load_state_dict(source.state_dict())
 
 
 def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx: np.ndarray,
@@ -181,6 +198,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     state = run.previous_state(asdict(config), asdict(TrainConfig(fields="", out="")), resume,
                                free=("epochs", "device", "bf16"))  # may change on resume
     first_epoch = 0
+    if state is None and config.init is not None:
+        _start_from(model, config.init)
     if state is not None:
         try:
             model.load_state_dict(state["model"])
