@@ -34,8 +34,8 @@ __all__ = [
 def _register_builtins() -> None:
     """The built-in models of the built-in tasks (the first of each is its default; ``cnn``
     is the discrete grid baseline, ``cnn-res`` dinet-res's own network on pixels, the same
-    size). ``dinet-res`` reads 256 points as well as 4,096 with its
-    finest kernels two pixels wide; the others start at one pixel."""
+    size). ``dinet-res``'s lattice network starts two pixels apart (its stem integrates at one
+    pixel); the others start at one pixel."""
     for preset in ("dinet-res", *(p for p in PRESETS if p != "dinet-res")):
         register_model("classify", preset, _preset_builder(Classifier, preset),
                        pixels=2.0 if preset == "dinet-res" else 1.0)

@@ -116,7 +116,7 @@ class Classifier(DIModel):
     def upgrade_config(cls, config, version):
         if version == 1:  # stem_spacing and stem_basis were not recorded: the old defaults
             if config.get("preset", "dinet-res") == "dinet-res":
-                config = {**config, "stem_spacing": config.get("base_spacing") or 4 / 32,
+                config = {**config, "stem_spacing": config["base_spacing"],
                           "stem_basis": 16}
             return config
         return super().upgrade_config(config, version)

@@ -198,9 +198,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     state = run.previous_state(asdict(config), asdict(TrainConfig(fields="", out="")), resume,
                                free=("epochs", "device", "bf16"))  # may change on resume
     first_epoch = 0
-    if state is None and config.init is not None:
+    if state is None and config.init is not None:  # a new run from another's weights
         _start_from(model, config.init)
-    if state is not None:
+    elif state is not None:
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:  # e.g. a run begun before a model's layers changed
