@@ -270,8 +270,8 @@ def test_pointwise(points, seed, frequencies):
                 shape=(2, n, 3 + encoding.extra_channels))
 
 
-@given(points=point_sets(), targets=st.data(), method=st.sampled_from(("linear", "idw",
-       "nearest")), support=st.sampled_from(SCALES), k=st.integers(1, 6),
+@given(points=point_sets(), targets=st.data(), method=st.sampled_from(("linear", "delaunay",
+       "idw", "nearest")), support=st.sampled_from(SCALES), k=st.integers(1, 6),
        power=st.sampled_from((0.5, 2.0, 60.0, 500.0)),
        direction=st.sampled_from(("other", "down", "up", "same")), seed=st.integers(0, 99))
 def test_resample(points, targets, method, support, k, power, direction, seed):

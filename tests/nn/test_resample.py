@@ -1,4 +1,5 @@
-"""Resample: prefixes are free and exact, linear MLS reproduces linear functions."""
+"""Resample: prefixes are free and exact, linear MLS and Delaunay interpolation reproduce
+linear functions."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def test_bad_input():
     points = P.sobol(64, 2, seed=0)
     with pytest.raises(ValueError, match="support="):
         Resample("linear")
-    with pytest.raises(ValueError, match="valid: linear, idw, nearest"):
+    with pytest.raises(ValueError, match="valid: linear, delaunay, idw, nearest"):
         Resample("cubic")
     with pytest.raises(ValueError, match="support must be positive"):
         Resample("linear", support=-1.0)
@@ -88,3 +89,55 @@ def test_bad_input():
         Resample("idw")(torch.randn(1, 64, 1), points)
     with pytest.raises(ValueError, match="3-D"):
         Resample("idw")(torch.randn(1, 64, 1), points, P.sobol(8, 3, seed=0))
+
+
+@pytest.mark.parametrize("source", ["sobol", "jittered", "shrunk", "random"])
+def test_delaunay_reproduces_linear_functions_inside_the_hull(source):
+    from scipy.spatial import Delaunay
+
+    points_in = {"sobol": P.sobol(256, 2, seed=0), "jittered": P.jittered_grid((16, 16), seed=1),
+                 "shrunk": P.shrunk(256, 2, seed=1), "random": P.random(256, 2, seed=2)}[source]
+    query = P.grid((64, 64))
+    out = Resample("delaunay")(_linear(points_in.coords), points_in, query)
+    inside = torch.as_tensor(Delaunay(points_in.coords.double().numpy()).find_simplex(
+        query.coords.double().numpy()) >= 0)
+    assert inside.float().mean() > 0.9  # most of the grid lies inside the hull
+    torch.testing.assert_close(out[:, inside], _linear(query.coords)[:, inside], rtol=0,
+                               atol=1e-9)
+    # Outside the hull: the value of the nearest input point.
+    nearest = torch.cdist(query.coords.double(), points_in.coords.double()).argmin(dim=1)
+    torch.testing.assert_close(out[:, ~inside], _linear(points_in.coords)[:, nearest[~inside]])
+
+
+def test_delaunay_is_exact_at_the_input_points_and_convex():
+    points = P.sobol(300, 2, seed=3)
+    x = torch.randn(2, 300, 3, dtype=torch.float64)
+    same = P.from_coords(points.coords[100:160], weights="uniform")
+    torch.testing.assert_close(Resample("delaunay")(x, points, same), x[:, 100:160])
+    layer = Resample("delaunay")
+    matrix = layer._build(points, P.random(500, 2, seed=4))
+    assert (matrix.values >= -1e-12).all()
+    rows = torch.repeat_interleave(torch.arange(500), torch.as_tensor(
+        matrix.indptr).diff().long())
+    torch.testing.assert_close(torch.zeros(500, dtype=torch.float64).index_add_(
+        0, rows, torch.as_tensor(matrix.values).double()), torch.ones(500, dtype=torch.float64))
+
+
+def test_delaunay_in_one_and_three_dimensions_and_degenerate_sets():
+    # 1-D: piecewise linear between sorted points, repeated coordinates included.
+    line = P.from_coords(torch.tensor([[0.3], [-0.5], [0.3], [0.9]]), weights="uniform")
+    query = P.from_coords(torch.tensor([[-0.9], [0.0], [0.3], [0.6], [0.95]]),
+                          weights="uniform")
+    out = Resample("delaunay", dim=1)(torch.tensor([[[1.0], [2.0], [3.0], [4.0]]]), line, query)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([2.0, 1.375, 3.0, 3.5, 4.0]))
+    # 3-D: linear functions reproduced inside the hull of scattered points.
+    cloud, inner = P.sobol(512, 3, seed=0), P.from_coords(0.5 * P.random(50, 3, seed=1).coords,
+                                                         weights="uniform")
+    f = lambda c: (1 + c.double() @ torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))[None, :, None]  # noqa: E731
+    torch.testing.assert_close(Resample("delaunay", dim=3)(f(cloud.coords), cloud, inner),
+                               f(inner.coords), rtol=0, atol=1e-9)
+    # Points on one line span no triangle: every query takes its nearest point.
+    flat = P.from_coords(torch.tensor([[-0.5, 0.0], [0.0, 0.0], [0.5, 0.0]]), weights="uniform")
+    q = P.from_coords(torch.tensor([[0.4, 0.6], [-0.2, -0.1]]), weights="uniform")
+    out = Resample("delaunay")(torch.tensor([[[1.0], [2.0], [3.0]]]), flat, q)
+    torch.testing.assert_close(out, torch.tensor([[[3.0], [2.0]]]))

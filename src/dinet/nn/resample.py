@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
+from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from ..neighbors import Stencil, box_neighbors, check_stencil_budget, stencil_cache
 from ..neighbors.budget import search_bytes_per_pair
@@ -14,7 +14,7 @@ from .functional import sparse_matmul
 
 __all__ = ["Resample"]
 
-METHODS = ("linear", "idw", "nearest")
+METHODS = ("linear", "delaunay", "idw", "nearest")
 
 
 class Resample(DIModule):
@@ -30,6 +30,13 @@ class Resample(DIModule):
       Reproduces every linear function exactly; where fewer than d + 1 points (or a flat
       configuration) sit in the box it falls back to the normalised hat average, and with
       none at all to the nearest point.
+    - ``"delaunay"``: the piecewise-linear interpolant on the Delaunay triangulation
+      (tetrahedralisation in 3-D, sorted segments in 1-D) of the input points: α_ij are the
+      barycentric coordinates of x_i in the simplex that holds it. Exact at the input
+      points and for every linear function inside their convex hull, with no scale to
+      choose — it adapts to the local spacing wherever the points are dense or sparse.
+      Queries outside the hull (and every query when the points span no simplex) take
+      the value of the nearest input point.
     - ``"idw"``: inverse-distance weighting over the ``k`` nearest points,
       α_ij ∝ 1 / |y_j − x_i|^power (a query on an input point takes its value).
     - ``"nearest"``: the value of the nearest input point.
@@ -38,7 +45,7 @@ class Resample(DIModule):
     boundary and corners. The interpolation matrix is cached per pair of point sets.
 
     Args:
-        method: ``"linear"`` (default), ``"idw"`` or ``"nearest"``.
+        method: ``"linear"`` (default), ``"delaunay"``, ``"idw"`` or ``"nearest"``.
         support: half-widths r of the hat kernel in domain units (``"linear"`` only; a float
             or one per axis), e.g. twice the input's point spacing.
         k: neighbours for ``"idw"``. Default 4.
@@ -98,6 +105,8 @@ class Resample(DIModule):
             )
             rows, cols, values = _mls_linear(x, y, points_in.weights.double().cpu().numpy(),
                                              np.asarray(self.support))
+        elif self.method == "delaunay":
+            rows, cols, values = _delaunay_linear(x, y)
         else:
             k = 1 if self.method == "nearest" else min(self.k, len(y))
             dist, idx = cKDTree(y).query(x, k=k)
@@ -122,7 +131,56 @@ class Resample(DIModule):
             return f"'linear', support={tuple(round(r, 6) for r in self.support)}"
         if self.method == "idw":
             return f"'idw', k={self.k}, power={self.power}"
-        return "'nearest'"
+        return repr(self.method)
+
+
+def _delaunay_linear(x: np.ndarray, y: np.ndarray):
+    """Entries (row, col, α) of piecewise-linear interpolation from the points ``y`` to the
+    queries ``x``: barycentric coordinates in the Delaunay simplex holding each query, the
+    nearest point outside the convex hull."""
+    n_out, d = x.shape
+    rows = np.zeros(0, dtype=np.int64)
+    cols = np.zeros(0, dtype=np.int64)
+    values = np.zeros(0)
+    outside = np.ones(n_out, dtype=bool)
+    if d == 1 and len(np.unique(y[:, 0])) > 1:
+        order = np.argsort(y[:, 0], kind="stable")
+        t = y[order, 0]
+        right = np.clip(np.searchsorted(t, x[:, 0], side="right"), 1, len(t) - 1)
+        left = right - 1
+        inside = (x[:, 0] >= t[0]) & (x[:, 0] <= t[-1])
+        while True:  # step over repeated coordinates so that t[right] > t[left]
+            same = inside & (t[right] == t[left])
+            if not same.any():
+                break
+            left[same] -= 1
+        lam = (x[inside, 0] - t[left[inside]]) / (t[right[inside]] - t[left[inside]])
+        rows = np.repeat(np.flatnonzero(inside), 2)
+        cols = np.stack([order[left[inside]], order[right[inside]]], axis=1).ravel()
+        values = np.stack([1.0 - lam, lam], axis=1).ravel()
+        outside = ~inside
+    elif d > 1 and len(y) > d:
+        try:
+            tri = Delaunay(y)
+        except QhullError:  # every point on one hyperplane: no simplex to interpolate in
+            tri = None
+        if tri is not None:
+            simplex = tri.find_simplex(x)
+            inside = simplex >= 0
+            transform = tri.transform[simplex[inside]]
+            b = np.einsum("nij,nj->ni", transform[:, :d], x[inside] - transform[:, d])
+            bary = np.concatenate([b, 1.0 - b.sum(axis=1, keepdims=True)], axis=1)
+            rows = np.repeat(np.flatnonzero(inside), d + 1)
+            cols = tri.simplices[simplex[inside]].ravel().astype(np.int64)
+            values = bary.ravel()
+            outside = ~inside
+    if outside.any():
+        _, nearest = cKDTree(y).query(x[outside], k=1)
+        rows = np.concatenate([rows, np.flatnonzero(outside)])
+        cols = np.concatenate([cols, np.asarray(nearest, dtype=np.int64)])
+        values = np.concatenate([values, np.ones(int(outside.sum()))])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], cols[order], values[order]
 
 
 def _mls_linear(x: np.ndarray, y: np.ndarray, w: np.ndarray, radius: np.ndarray):
