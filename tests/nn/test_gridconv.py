@@ -1,4 +1,5 @@
-"""The grid fast path of the spline DIConv is held to the sparse stencil (the reference).
+"""The grid fast path of the spline and MLP DIConv is held to the sparse stencil (the
+reference).
 
 Both paths compute the same sums in float32 in a different order, so values agree to a few
 float32 ulps of the output's scale (tolerance 1e-5 relative); on a grid whose spacing is the
@@ -111,21 +112,50 @@ def test_no_plan_for_jittered_or_scattered_inputs():
         assert grid_plan(points, points, (3, 3), (0.1, 0.1), (1, 1)) is None
 
 
-def test_mlp_kernel_and_switch_use_the_stencil(monkeypatch):
-    """The fast path is only taken for spline kernels with the switch on; by default only
-    off the CPU (where the compiled stencil product is as fast)."""
+@pytest.mark.parametrize("shape_in,shape_out,k,h", [
+    ((48, 48), (16, 16), 5, 2 / 32),   # dinet-res's linear stem: stride 3 from offset 1
+    ((16, 16), (16, 16), 3, 2 / 16),   # the same lattice, g = h
+    ((12, 12), (12, 12), 3, 2 / 20),   # h not a multiple of g
+    ((6, 6, 6), (6, 6, 6), 3, 2 / 6),  # 3-D
+])
+def test_mlp_fast_path_matches_stencil(shape_in, shape_out, k, h):
+    """The MLP basis evaluated once per lattice offset (the raster) gives the stencil's
+    outputs and gradients, the basis MLP's included."""
+    torch.manual_seed(0)
+    dim = len(shape_in)
+    conv = DIConv(3, 5, k, spacing=h, dim=dim, kernel="mlp", n_basis=8)
+    points_in, points_out = P.grid(shape_in), P.grid(shape_out)
+    x = torch.randn(2, len(points_in), 3)
+    results = []
+    for fast in (True, False):
+        conv.grid_fast_path = fast
+        conv.zero_grad(set_to_none=True)
+        y = conv(x, points_in, points_out)
+        (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+        results.append((y.detach(), [p.grad for p in conv.parameters()]))
+    (y_fast, g_fast), (y_ref, g_ref) = results
+    _assert_close(y_fast, y_ref)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        _assert_close(a, b)
+
+
+def test_switch_and_default_use_the_stencil(monkeypatch):
+    """The fast path is taken with the switch on, for the spline and MLP families; by
+    default only off the CPU (where the compiled stencil product is as fast)."""
     import dinet.nn.conv as conv_module
 
     calls = []
     monkeypatch.setattr(conv_module, "grid_conv", lambda *a: calls.append(a) or 1 / 0)
     points = P.grid((8, 8))
     x = torch.randn(1, 64, 2)
-    DIConv(2, 2, 3, spacing=0.25, kernel="mlp", grid_fast_path=True)(x, points)
     DIConv(2, 2, 3, spacing=0.25, grid_fast_path=False)(x, points)
     DIConv(2, 2, 3, spacing=0.25)(x, points)  # default on CPU: the stencil
+    DIConv(2, 2, 3, spacing=0.25, kernel="mlp")(x, points)
+    DIConv(2, 2, 3, spacing=0.25, kernel="cubic", grid_fast_path=True)(x, points)  # no plan
     assert calls == []
-    with pytest.raises(ZeroDivisionError):
-        DIConv(2, 2, 3, spacing=0.25, grid_fast_path=True)(x, points)
+    for kernel in ("spline", "mlp"):
+        with pytest.raises(ZeroDivisionError):
+            DIConv(2, 2, 3, spacing=0.25, kernel=kernel, grid_fast_path=True)(x, points)
     with pytest.raises(ValueError, match="grid_fast_path"):
         DIConv(2, 2, 3, spacing=0.25, grid_fast_path="yes")
 

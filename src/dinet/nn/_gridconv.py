@@ -1,11 +1,14 @@
-"""The grid fast path of the spline :class:`~dinet.nn.DIConv`: ``F.conv1d/2d/3d``.
+"""The grid fast path of :class:`~dinet.nn.DIConv`: ``F.conv1d/2d/3d``.
 
 When the input points are a lattice (a grid, or a grid's coarser prefix) and the output
-points are a sub-lattice of it (the same lattice, or every s-th node from some offset), the
-spline DI convolution is a discrete convolution: the kernel K(δ) = Σ_b φ_b(δ) W_b / Π h is
-read at the lattice offsets δ = m·g and multiplied by the (uniform) quadrature weight. That
-*rasterised* kernel is a differentiable function of W, so ``F.conv2d`` on it computes the
-same output and the same gradients as the sparse stencil, at the cost of the discrete conv.
+points are a sub-lattice of it (the same lattice, or every s-th node from some offset), a
+DI convolution is a discrete convolution: the kernel K(δ) = Σ_b φ_b(δ) W_b / Π h is read
+at the lattice offsets δ = m·g and multiplied by the (uniform) quadrature weight. That
+*rasterised* kernel is a differentiable function of W (and of a learned basis), so
+``F.conv2d`` on it computes the same output and the same gradients as the sparse stencil,
+at the cost of the discrete conv. :func:`grid_plan` plans it for the spline family (per-axis
+hat values); :func:`offset_plan` for any kernel given its support (per-axis offsets, which
+the family evaluates its basis on).
 
 On a grid whose spacing g equals the kernel's h the hats hit lattice nodes exactly and the
 rasterised kernel is W itself (k × k); for other spacings it is wider (all offsets with a
@@ -28,7 +31,7 @@ from ..points import PointSet
 from ..points.weights import coarse_to_fine_order
 from .functional import scratch
 
-__all__ = ["GridPlan", "grid_plan", "grid_conv"]
+__all__ = ["GridPlan", "grid_plan", "grid_conv", "offset_plan"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 # Relative tolerance when matching lattices and snapping hat values onto 0 and 1: far above
@@ -44,7 +47,9 @@ class GridPlan:
         shape_in, shape_out: lattice shapes of the input and output sets.
         pad: per axis, (left, right) zero padding (negative crops) of the input image.
         stride: per axis, output step in input nodes.
-        taps: per axis, ``(2R+1, k)`` float64 matrix of hat values φ_t(m·g) (row m = −R…R).
+        taps: per axis, ``(2R+1, k)`` float64 matrix of hat values φ_t(m·g) (row m = −R…R)
+            for :func:`grid_plan`; ``(2R+1, 1)``, the offsets m·g themselves, for
+            :func:`offset_plan`.
         scale: quadrature weight / Π h (a scalar).
         identity: every tap matrix is the identity (g = h): the raster is W itself.
         image_from_points: ``(N_in,)`` point index of every image position (row-major).
@@ -114,7 +119,14 @@ def _axis_taps(g: float, h: float, size: int, dilation: int) -> np.ndarray:
     return vals[reach - r: reach + r + 1]
 
 
-def _build_plan(points_in: PointSet, points_out: PointSet, kernel_size, spacing, dilation):
+def _axis_offsets(g: float, radius: float) -> np.ndarray:
+    """The offsets m·g inside the support [−radius, radius] of one axis, as a column."""
+    reach = int(math.floor(radius / g * (1 + _TOL)))
+    return (np.arange(-reach, reach + 1, dtype=np.float64) * g)[:, None]
+
+
+def _build_plan(points_in: PointSet, points_out: PointSet, axis_taps, spacing):
+    """The plan whose per-axis taps ``axis_taps(axis, g)`` gives for input spacing g."""
     axes_in = _lattice_axes(points_in)
     if axes_in is None or any(len(a) < 2 for a in axes_in):
         return None
@@ -122,15 +134,14 @@ def _build_plan(points_in: PointSet, points_out: PointSet, kernel_size, spacing,
     if axes_out is None:
         return None
     pad, stride, taps = [], [], []
-    for a_in, a_out, k, h, dil in zip(axes_in, axes_out, kernel_size, spacing, dilation,
-                                      strict=True):
+    for axis, (a_in, a_out) in enumerate(zip(axes_in, axes_out, strict=True)):
         g = a_in[1] - a_in[0]
         offset = (a_out[0] - a_in[0]) / g
         step = (a_out[1] - a_out[0]) / g if len(a_out) > 1 else 1.0
         o, s = round(offset), round(step)
         if abs(offset - o) > _TOL or abs(step - s) > _TOL or o < 0 or s < 1:
             return None  # the output nodes are not a sub-lattice of the input's
-        t = _axis_taps(g, h, k, dil)
+        t = axis_taps(axis, g)
         r = (len(t) - 1) // 2
         left = r - o
         right = max(0, (len(a_out) - 1) * s + 2 * r + 1 - (len(a_in) + left))
@@ -157,14 +168,29 @@ def _build_plan(points_in: PointSet, points_out: PointSet, kernel_size, spacing,
 
 def grid_plan(points_in: PointSet, points_out: PointSet, kernel_size, spacing,
               dilation) -> GridPlan | None:
-    """The (cached) :class:`GridPlan`, or ``None`` when the sets are not lattices related by
-    a stride and an offset (then the sparse stencil is used)."""
+    """The (cached) :class:`GridPlan` of the spline kernel, or ``None`` when the sets are not
+    lattices related by a stride and an offset (then the sparse stencil is used)."""
     if points_in.shape is None or points_out.shape is None:
         return None
     key = ("grid-plan", points_in.digest, points_out.digest, tuple(kernel_size),
            tuple(spacing), tuple(dilation))
-    return stencil_cache.get_or_build(
-        key, lambda: _build_plan(points_in, points_out, kernel_size, spacing, dilation))
+    return stencil_cache.get_or_build(key, lambda: _build_plan(
+        points_in, points_out,
+        lambda axis, g: _axis_taps(g, spacing[axis], kernel_size[axis], dilation[axis]),
+        spacing))
+
+
+def offset_plan(points_in: PointSet, points_out: PointSet, support,
+                spacing) -> GridPlan | None:
+    """The (cached) :class:`GridPlan` of any kernel with box support of half-widths
+    ``support``: its taps are the lattice offsets inside the support, which the kernel
+    family evaluates (e.g. :class:`~dinet.nn.families.MLPFamily`); ``None`` as for
+    :func:`grid_plan`."""
+    if points_in.shape is None or points_out.shape is None:
+        return None
+    key = ("offset-plan", points_in.digest, points_out.digest, tuple(support), tuple(spacing))
+    return stencil_cache.get_or_build(key, lambda: _build_plan(
+        points_in, points_out, lambda axis, g: _axis_offsets(g, support[axis]), spacing))
 
 
 def rasterize(weight: torch.Tensor, plan: GridPlan) -> torch.Tensor:
@@ -239,10 +265,10 @@ class _GridConv(torch.autograd.Function):
         return grad_x, grad_k, grad_b, None, None
 
 
-def grid_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+def grid_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None,
               plan: GridPlan, groups: int) -> torch.Tensor:
-    """The spline DI convolution of ``x (B, N_in, C)`` as a discrete convolution."""
-    kernel = rasterize(weight, plan)
+    """The DI convolution of ``x (B, N_in, C)`` as a discrete convolution with the
+    rasterised ``kernel (O, C/groups, *raster)`` (e.g. :func:`rasterize`)."""
     if all(0 <= rt <= lf for lf, rt in plan.pad):  # conv padding puts outputs in place
         return _GridConv.apply(x.contiguous(), kernel, bias, plan, groups)
     # Asymmetric or negative padding (outputs offset from the first node): plain autograd.

@@ -63,9 +63,9 @@ class DIConv(DIModule):
         hidden: hidden width of the ``"mlp"`` basis. Default 32.
         stride: the default output set is ``points_in.coarsen(stride)`` (1: the input set).
         grid_fast_path: when the input is a lattice (a grid or its prefix) and the output a
-            sub-lattice of it, run the spline kernel as ``F.conv1d/2d/3d`` on the rasterised
-            kernel (:mod:`dinet.nn._gridconv`) — the same values and gradients as the sparse
-            stencil. ``None`` (default): on accelerators only, since on CPU the compiled
+            sub-lattice of it, run the kernel as ``F.conv1d/2d/3d`` on the rasterised kernel
+            (:mod:`dinet.nn._gridconv`; the spline and MLP families) — the same values and
+            gradients as the sparse stencil. ``None`` (default): on accelerators only, since on CPU the compiled
             stencil product measured as fast as conv2d plus the two reorderings the fast
             path needs; ``True``: wherever it applies; ``False``: never.
         backend: how the sparse path runs (:func:`~dinet.nn.functional.stencil_conv`):
@@ -191,7 +191,8 @@ class DIConv(DIModule):
             plan = self.family.grid_plan(self, points_in, check_points(out, self.dim,
                                                                          "points_out"))
             if plan is not None:
-                return grid_conv(x, self.weight, self.bias, plan, self.groups)
+                return grid_conv(x, self.family.raster(self, plan), self.bias, plan,
+                                 self.groups)
         stencil = self.stencil(points_in, points_out)
         k, g = self.n_basis, self.groups
         og, cg = self.out_channels // g, self.in_channels // g

@@ -30,7 +30,7 @@ from ..neighbors.stencils import (
     spline_support,
 )
 from ..points import PointSet
-from ._gridconv import GridPlan, grid_plan
+from ._gridconv import GridPlan, grid_plan, offset_plan, rasterize
 from .kernels import MLPBasis
 
 if TYPE_CHECKING:
@@ -79,6 +79,12 @@ class KernelFamily:
         """A dense convolution plan when both sets are lattices the family can run as
         ``F.conv`` exactly; ``None`` (the default) for the sparse stencil."""
         return None
+
+    @classmethod
+    def raster(cls, conv: DIConv, plan: GridPlan) -> torch.Tensor:
+        """The discrete kernel ``(O, C_in/groups, *raster)`` of a :meth:`grid_plan`,
+        differentiable with respect to the layer's parameters."""
+        return rasterize(conv.weight, plan)
 
     @classmethod
     def backend(cls, conv: DIConv, x: torch.Tensor) -> str:
@@ -137,6 +143,22 @@ class MLPFamily(KernelFamily):
             phi = torch.cat([conv.basis(part) for part in u.split(PAIR_CHUNK)])
         scale = stencil.pair_tensor("pair_weights", device, dtype) / math.prod(conv.spacing)
         return (phi * scale[:, None]).t().reshape(-1)
+
+    @classmethod
+    def grid_plan(cls, conv, points_in, points_out):
+        return offset_plan(points_in, points_out, cls.support(conv), conv.spacing)
+
+    @classmethod
+    def raster(cls, conv, plan):
+        """K(m·g) · w / Π h on every lattice offset in the support: the basis evaluated once
+        per offset (not once per pair as on scattered points)."""
+        weight = conv.weight
+        offsets = [t[:, 0] for t in plan.tensor("taps", weight.device, weight.dtype)]
+        mesh = torch.stack(torch.meshgrid(*offsets, indexing="ij"), dim=-1)
+        radius = torch.as_tensor(cls.support(conv), device=weight.device, dtype=weight.dtype)
+        phi = conv.basis((mesh / radius).reshape(-1, conv.dim))  # (T, M)
+        kernel = torch.einsum("oim,tm->oit", weight, phi) * plan.scale
+        return kernel.reshape(*weight.shape[:2], *mesh.shape[:-1])
 
 
 def keys_cubic(s: torch.Tensor, a: float = -0.5) -> torch.Tensor:
