@@ -4,8 +4,9 @@ and evaluated on the test fields (sobol, grid, jittered at 256 and 1,024 points)
 ``runs/i20/screen-<variant>-<epochs>``; one line of results per variant is printed.
 
 Usage: ``.venv/bin/python benchmarks/stem_screen.py EPOCHS VARIANT...`` with variants
-``x-wide`` (format 1's stem: a two-pixel step, 16 basis functions) and ``x-fine32`` (format
-2's: one pixel, 32); e.g. ``benchmarks/stem_screen.py 3 x-fine32 x-wide`` (6 min a variant on
+``x-wide`` (format 1's stem: a two-pixel step, 16 basis functions), ``x-fine32`` (format
+2's: one pixel, 32) and ``x-linear`` (format 2's stem integrating the points' piecewise-linear
+interpolant, ``stem_quadrature="linear"``); e.g. ``benchmarks/stem_screen.py 3 x-fine32 x-wide`` (6 min a variant on
 a 2-core CPU). Needs ``make fields``.
 """
 
@@ -22,6 +23,7 @@ from dinet.tasks.train import TrainConfig, train
 VARIANTS = {
     "x-wide": {"stem_spacing": 4 / 32, "stem_basis": 16},
     "x-fine32": {"stem_spacing": 2 / 32, "stem_basis": 32},
+    "x-linear": {"stem_spacing": 2 / 32, "stem_basis": 32, "stem_quadrature": "linear"},
 }
 
 
@@ -46,7 +48,7 @@ def main(epochs: int, names: list[str]) -> None:
                           lr=2e-3), progress=False)
         seconds = time.perf_counter() - start
         results = evaluate(out, "data/fields/fashion-mnist-test",
-                           discretizations=["sobol", "grid", "jittered"], points=[256, 1024])
+                           discretizations=["sobol", "grid", "jittered", "shrunk"], points=[256, 1024])
         print(name, f"train {seconds:.0f} s", json.dumps(results["metrics"]), flush=True)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from ..nn import DIBatchNorm, DIConv, DISequential, GlobalAvgPool
+from ..nn import DIBatchNorm, DIConv, DISequential, GlobalAvgPool, Resample
 from ..points import PointSet, grid
 from .base import DIModel
 from .blocks import check_preset, conv_block, mlp_head, residual_block
@@ -13,6 +15,7 @@ from .blocks import check_preset, conv_block, mlp_head, residual_block
 __all__ = ["Classifier", "PRESETS"]
 
 PRESETS = ("dinet2", "dinet4", "dinet-res")
+STEM_QUADRATURES = ("weights", "linear")
 
 
 class Classifier(DIModel):
@@ -27,15 +30,15 @@ class Classifier(DIModel):
       global pool, MLP head 32→32→n_classes.
     - ``"dinet-res"`` (default, stronger): a stem DIConv in→32 with a smooth learned kernel
       (32 MLP basis functions, 5×5 lattice at ``stem_spacing``, one pixel) integrates the
-      field over whatever points arrive and writes its features on a fixed lattice — the
-      pixel centres of a (2/base_spacing)² grid. Everything after works on that
+      field's piecewise-linear interpolant over whatever points arrive (``stem_quadrature``)
+      and writes its features on a fixed lattice — the pixel centres of a
+      (2/base_spacing)² grid. Everything after works on that
       lattice: three stages of residual blocks (2 × 32 channels on the lattice, 2 × 64 on its
       ¼ prefix, 1 × 128 on 1/16; the spacing doubles per stage; stride-2 1×1 DIConv
       shortcuts), global average pool, dropout 0.2, linear head. Only the stem's integral
       depends on the input points, so 256, 1,024 or 4,096 points of any discretization give
       the rest of the network the same kind of input. Use ``base_spacing`` of two pixels
-      (4/H, the default 1/8 for 32×32 images), a 16×16 lattice: the stem's 6×6-pixel support
-      holds ~36 of 1,024 points and still ~9 of 256.
+      (4/H, the default 1/8 for 32×32 images), a 16×16 lattice, with a 6×6-pixel stem.
 
     Args:
         preset: one of :data:`PRESETS`.
@@ -52,18 +55,29 @@ class Classifier(DIModel):
             pixel CNN's 5×5 stem sees (checkpoints of format 1 had ``base_spacing``).
         stem_basis: ``dinet-res`` only: the number of learned basis functions of the stem's
             MLP kernel, which its 32 filters span; default 32 (16 in format 1).
+        stem_quadrature: ``dinet-res`` only: how the stem integrates the input field.
+            ``"weights"`` (formats 1 and 2): the sum over the input points with their
+            quadrature weights. ``"linear"`` (default): product integration — the stem integrates the field's
+            piecewise-linear interpolant on the Delaunay triangulation of the input points
+            (:class:`~dinet.nn.Resample` ``"delaunay"``), read on a fixed grid at most as
+            coarse as the stem's step whose pixel centres include the lattice (48×48 for
+            the defaults, two thirds of a pixel), so the kernel is integrated at the same
+            offsets whatever points arrive — as one ``conv2d`` — and sparse or uneven
+            points are filled in linearly instead of weighting a few samples heavily.
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (2-D)
         - output: logits ``(B, n_classes)``
     """
 
-    FORMAT_VERSION = 2  # 2: dinet-res's stem one pixel fine with 32 basis functions
+    # 2: dinet-res's stem one pixel fine with 32 basis functions; 3: and it integrates the
+    # points' piecewise-linear interpolant (stem_quadrature="linear")
+    FORMAT_VERSION = 3
 
     def __init__(self, preset: str = "dinet-res", in_channels: int = 1, n_classes: int = 10,
                  base_spacing: float | None = None, quadrature: str = "weights",
                  kernel: str = "spline", stem_spacing: float | None = None,
-                 stem_basis: int | None = None) -> None:
+                 stem_basis: int | None = None, stem_quadrature: str | None = None) -> None:
         check_preset(preset, PRESETS, "Classifier")
         if base_spacing is None:  # one pixel of a 32 x 32 image; two for dinet-res
             base_spacing = (4 if preset == "dinet-res" else 2) / 32
@@ -71,10 +85,14 @@ class Classifier(DIModel):
         if preset == "dinet-res":
             stem = {"stem_spacing": float(base_spacing / 2 if stem_spacing is None
                                           else stem_spacing),
-                    "stem_basis": int(32 if stem_basis is None else stem_basis)}
-        elif stem_spacing is not None or stem_basis is not None:
-            raise ValueError(f"stem_spacing and stem_basis are options of the dinet-res "
-                             f"preset; {preset!r} has no separate stem")
+                    "stem_basis": int(32 if stem_basis is None else stem_basis),
+                    "stem_quadrature": "linear" if stem_quadrature is None else stem_quadrature}
+            if stem["stem_quadrature"] not in STEM_QUADRATURES:
+                raise ValueError(f"unknown stem_quadrature {stem_quadrature!r}; valid: "
+                                 f"{', '.join(map(repr, STEM_QUADRATURES))}")
+        elif stem_spacing is not None or stem_basis is not None or stem_quadrature is not None:
+            raise ValueError(f"stem_spacing, stem_basis and stem_quadrature are options of the "
+                             f"dinet-res preset; {preset!r} has no separate stem")
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
                          base_spacing=base_spacing, quadrature=quadrature, kernel=kernel,
                          **stem)
@@ -98,9 +116,19 @@ class Classifier(DIModel):
         else:
             side = round(2.0 / h)
             self.lattice = grid((side, side))
+            linear = stem["stem_quadrature"] == "linear"
             self.stem = DIConv(in_channels, 32, 5, spacing=stem["stem_spacing"], bias=False,
-                               kernel="mlp", n_basis=stem["stem_basis"])
+                               kernel="mlp", n_basis=stem["stem_basis"],
+                               grid_fast_path=True if linear else None)
             self.stem_norm = DIBatchNorm(32)
+            self.interpolant = None
+            if linear:
+                # The finest grid of pixel centres that holds the lattice's nodes (an odd
+                # refinement of it) with a step no coarser than the stem's: 48×48 by default.
+                refine = math.ceil(h / stem["stem_spacing"] - 1e-9)
+                refine += 1 - refine % 2
+                self.interpolant = Resample("delaunay")
+                self.interpolant_grid = grid((side * refine, side * refine))
             layers: list[nn.Module] = []
             c_in = 32
             for stage, (width, blocks) in enumerate(((32, 2), (64, 2), (128, 1))):
@@ -114,16 +142,20 @@ class Classifier(DIModel):
 
     @classmethod
     def upgrade_config(cls, config, version):
-        if version == 1:  # stem_spacing and stem_basis were not recorded: the old defaults
-            if config.get("preset", "dinet-res") == "dinet-res":
-                config = {**config, "stem_spacing": config["base_spacing"],
-                          "stem_basis": 16}
-            return config
-        return super().upgrade_config(config, version)
+        # What earlier formats did not record: the defaults they were trained with.
+        if version not in (1, 2):
+            return super().upgrade_config(config, version)
+        if config.get("preset", "dinet-res") == "dinet-res":
+            if version == 1:
+                config = {**config, "stem_spacing": config["base_spacing"], "stem_basis": 16}
+            config = {**config, "stem_quadrature": "weights"}
+        return config
 
     def forward(self, x: torch.Tensor, points: PointSet) -> torch.Tensor:
         points = self.prepare_points(points)
         if self.config["preset"] == "dinet-res":
+            if self.interpolant is not None:
+                x, points = self.interpolant(x, points, self.interpolant_grid), self.interpolant_grid
             x = torch.relu(self.stem_norm(self.stem(x, points, self.lattice), self.lattice))
             points = self.lattice
         logits, _ = self.net(x, points)
