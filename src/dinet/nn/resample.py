@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from scipy.spatial import Delaunay, QhullError, cKDTree
+from threadpoolctl import ThreadpoolController
 
 from ..neighbors import Stencil, box_neighbors, check_stencil_budget, stencil_cache
 from ..neighbors.budget import search_bytes_per_pair
@@ -134,6 +137,11 @@ class Resample(DIModule):
         return repr(self.method)
 
 
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
 def _delaunay_linear(x: np.ndarray, y: np.ndarray):
     """Entries (row, col, α) of piecewise-linear interpolation from the points ``y`` to the
     queries ``x``: barycentric coordinates in the Delaunay simplex holding each query, the
@@ -160,14 +168,20 @@ def _delaunay_linear(x: np.ndarray, y: np.ndarray):
         values = np.stack([1.0 - lam, lam], axis=1).ravel()
         outside = ~inside
     elif d > 1 and len(y) > d:
-        try:
-            tri = Delaunay(y)
-        except QhullError:  # every point on one hyperplane: no simplex to interpolate in
-            tri = None
+        # find_simplex computes every simplex's barycentric transform with LAPACK, whose
+        # OpenBLAS threads then spin for a while: in a training step that took the CPU from
+        # the layers that follow and made them twice as slow (2 cores). One BLAS thread here.
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            try:
+                tri = Delaunay(y)
+            except QhullError:  # every point on one hyperplane: no simplex to interpolate in
+                tri = None
+            if tri is not None:
+                simplex = tri.find_simplex(x)
+                transform = tri.transform
         if tri is not None:
-            simplex = tri.find_simplex(x)
             inside = simplex >= 0
-            transform = tri.transform[simplex[inside]]
+            transform = transform[simplex[inside]]
             b = np.einsum("nij,nj->ni", transform[:, :d], x[inside] - transform[:, d])
             bary = np.concatenate([b, 1.0 - b.sum(axis=1, keepdims=True)], axis=1)
             rows = np.repeat(np.flatnonzero(inside), d + 1)
