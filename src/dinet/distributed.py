@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Iterator, Sequence
 
@@ -129,8 +130,14 @@ def init_from_env(device: str = "auto",
 
 
 def shutdown() -> None:
-    """Leave the default process group (if any)."""
+    """Leave the default process group (if any).
+
+    Collects garbage first: a run that died with an exception leaves its
+    ``DistributedDataParallel`` wrapper in a reference cycle (the traceback's frames), and
+    its gradient reducer, destroyed later by a garbage collection or at interpreter exit,
+    must not outlive the process group it talks to (gloo then aborts the process)."""
     if is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
