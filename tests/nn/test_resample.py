@@ -133,7 +133,8 @@ def test_delaunay_in_one_and_three_dimensions_and_degenerate_sets():
     # 3-D: linear functions reproduced inside the hull of scattered points.
     cloud, inner = P.sobol(512, 3, seed=0), P.from_coords(0.5 * P.random(50, 3, seed=1).coords,
                                                          weights="uniform")
-    f = lambda c: (1 + c.double() @ torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))[None, :, None]  # noqa: E731
+    slope = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    f = lambda c: (1 + c.double() @ slope)[None, :, None]  # noqa: E731
     torch.testing.assert_close(Resample("delaunay", dim=3)(f(cloud.coords), cloud, inner),
                                f(inner.coords), rtol=0, atol=1e-9)
     # Points on one line span no triangle: every query takes its nearest point.

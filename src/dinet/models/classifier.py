@@ -57,13 +57,14 @@ class Classifier(DIModel):
             MLP kernel, which its 32 filters span; default 32 (16 in format 1).
         stem_quadrature: ``dinet-res`` only: how the stem integrates the input field.
             ``"weights"`` (formats 1 and 2): the sum over the input points with their
-            quadrature weights. ``"linear"`` (default): product integration — the stem integrates the field's
-            piecewise-linear interpolant on the Delaunay triangulation of the input points
-            (:class:`~dinet.nn.Resample` ``"delaunay"``), read on a fixed grid at most as
-            coarse as the stem's step whose pixel centres include the lattice (48×48 for
-            the defaults, two thirds of a pixel), so the kernel is integrated at the same
-            offsets whatever points arrive — as one ``conv2d`` — and sparse or uneven
-            points are filled in linearly instead of weighting a few samples heavily.
+            quadrature weights. ``"linear"`` (default): product integration — the stem
+            integrates the field's piecewise-linear interpolant on the Delaunay
+            triangulation of the input points (:class:`~dinet.nn.Resample`
+            ``"delaunay"``), read on a fixed grid at most as coarse as the stem's step whose
+            pixel centres include the lattice (48×48 for the defaults, two thirds of a
+            pixel), so the kernel is integrated at the same offsets whatever points arrive
+            — as one ``conv2d`` — and sparse or uneven points are filled in linearly
+            instead of weighting a few samples heavily.
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (2-D)
@@ -155,7 +156,8 @@ class Classifier(DIModel):
         points = self.prepare_points(points)
         if self.config["preset"] == "dinet-res":
             if self.interpolant is not None:
-                x, points = self.interpolant(x, points, self.interpolant_grid), self.interpolant_grid
+                x = self.interpolant(x, points, self.interpolant_grid)
+                points = self.interpolant_grid
             x = torch.relu(self.stem_norm(self.stem(x, points, self.lattice), self.lattice))
             points = self.lattice
         logits, _ = self.net(x, points)

@@ -65,9 +65,10 @@ class DIConv(DIModule):
         grid_fast_path: when the input is a lattice (a grid or its prefix) and the output a
             sub-lattice of it, run the kernel as ``F.conv1d/2d/3d`` on the rasterised kernel
             (:mod:`dinet.nn._gridconv`; the spline and MLP families) — the same values and
-            gradients as the sparse stencil. ``None`` (default): on accelerators only, since on CPU the compiled
-            stencil product measured as fast as conv2d plus the two reorderings the fast
-            path needs; ``True``: wherever it applies; ``False``: never.
+            gradients as the sparse stencil. ``None`` (default): on accelerators only, since
+            on CPU the compiled stencil product measured as fast as conv2d plus the two
+            reorderings the fast path needs; ``True``: wherever it applies; ``False``:
+            never.
         backend: how the sparse path runs (:func:`~dinet.nn.functional.stencil_conv`):
             ``"auto"`` (default: the fused Triton kernels on CUDA, the compiled kernels on
             the CPU), ``"sparse"`` or ``"triton"``; the kernel family may override it.
