@@ -220,10 +220,15 @@ if AVAILABLE:
 def _match_torch_threads() -> None:
     """Run numba's parallel loops on as many threads as torch uses (``torch.set_num_threads``,
     ``OMP_NUM_THREADS``): a process held to one thread must not wake a second one for every
-    kernel call — on a busy 2-core machine that wait made a forward pass ~20× slower."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    kernel call — on a busy 2-core machine that wait made a forward pass ~20× slower.
+    Launching numba's OpenMP pool resets the OpenMP thread count that torch shares, so
+    torch's own setting is put back."""
+    torch_threads = torch.get_num_threads()
+    n = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 #: Entries (16 bytes each) the stencil build's reusable buffer may hold: 128 MiB.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -386,6 +388,25 @@ def test_compiled_kernels_use_torchs_thread_count():
         assert numba.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+@needs_numba
+def test_launching_numbas_threads_leaves_torchs_thread_count_alone():
+    """numba's OpenMP pool, launched at the first compiled kernel of a process, resets the
+    OpenMP thread count torch shares; a user's torch.set_num_threads(1) must survive it (it
+    did not: the next forward ran on two threads). A fresh process, for a fresh pool."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, torch\n"
+            "torch.set_num_threads(1)\n"
+            "from dinet import _compiled\n"
+            "_compiled.spmm(np.array([0, 1]), np.array([0]), np.array([2.0]), np.eye(1))\n"
+            "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OMP_NUM_THREADS": "2",
+                                          "NUMBA_NUM_THREADS": "2"})
+    assert out.stdout.split()[-1] == "1", out.stdout + out.stderr
 
 
 def test_mlp_kernel_chunked_recompute_equals_whole(monkeypatch):
