@@ -38,6 +38,11 @@ def test_help_lists_commands(capsys):
       "choose from 'siren', 'fourier'"),
      (["fit", "--source", "digits", "--out", "o", "--target-psnr", "0"], "positive number"),
      (["fit", "--source", "digits"], "the following arguments are required: --out"),
+     (["fit", "--source", "scenes", "--out", "o", "--scene-scale", "0.9,0.5"],
+      "expected MIN,MAX with 0 < MIN <= MAX <= 1; got '0.9,0.5'"),
+     (["fit", "--source", "scenes", "--out", "o", "--scene-items", "2"],
+      "expected MIN,MAX with 1 <= MIN <= MAX <= 64"),
+     (["fit", "--source", "scenes", "--out", "o", "--scene-items", "1,x"], "MIN,MAX"),
      (["eval", "--run", "r", "--fields", "f", "--points", "0"], "positive integers")],
 )
 def test_bad_flags_exit_non_zero_with_a_message(argv, message, capsys):

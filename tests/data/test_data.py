@@ -255,9 +255,9 @@ def blob_source() -> tuple[np.ndarray, np.ndarray]:
 
 def test_scenes_shapes_determinism_and_labels():
     source = blob_source()
-    a = make_scenes(6, seed=3, size=32, source=source)
-    b = make_scenes(6, seed=3, size=32, source=source)
-    c = make_scenes(6, seed=4, size=32, source=source)
+    a = make_scenes(6, seed=3, size=32, source=source, items=(2, 3))
+    b = make_scenes(6, seed=3, size=32, source=source, items=(2, 3))
+    c = make_scenes(6, seed=4, size=32, source=source, items=(2, 3))
     assert a.images.shape == (6, 32, 32, 1) and a.images.dtype == np.float32
     assert a.labels.shape == (6, 32, 32) and a.labels.dtype == np.int64
     np.testing.assert_array_equal(a.images, b.images)

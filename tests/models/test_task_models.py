@@ -16,6 +16,7 @@ from dinet.models import (
     GridCNNClassifier,
     GridCNNSegmenter,
     GridResNetClassifier,
+    GridUNetSegmenter,
     SDFNet,
     Segmenter,
     VoxelCNN3d,
@@ -133,6 +134,8 @@ def _examples():
         (GridCNNClassifier(1, 10, size=16), (torch.randn(2, N, 1), g16)),
         (GridResNetClassifier(1, 10, size=16), (torch.randn(2, N, 1), g16)),
         (GridCNNSegmenter(1, 5, size=16), (torch.randn(2, N, 1), g16, q2)),
+        (GridUNetSegmenter(1, 5, size=16, widths=(8, 16)), (torch.randn(2, N, 1), g16, q2)),
+        (Segmenter(base_spacing=H, widths=(8, 16)), (torch.randn(2, N, 1), s2, q2)),
         (VoxelCNN3d(4, size=8), (torch.randn(2, 512, 4), g8, q3)),
     ]
 
@@ -352,3 +355,68 @@ def test_linear_stem_is_closer_to_the_continuum_at_low_point_counts():
             err_w = float((weighted - truth).norm() / truth.norm())
             err_l = float((linear - truth).norm() / truth.norm())
             assert err_l < 0.25 * err_w, (points.kind, err_l, err_w)
+
+
+def test_the_pixel_unet_is_dinet_unet_on_pixels():
+    """The segmentation baseline (``--model cnn``): dinet-unet's lattice U-Net and head on
+    pixels — every parameter but the stem's has a counterpart of the same shape — and the
+    same size within 1%; it reads its own pixels exactly and refuses other points."""
+    pixel, di = GridUNetSegmenter(1, 11, size=32), Segmenter()
+
+    def shapes(model, keep):  # conv weights as (out, in), the rest as they are
+        return sorted(tuple(p.shape[:2]) if p.dim() >= 3 else tuple(p.shape)
+                      for n, p in model.named_parameters() if keep(n))
+
+    assert shapes(pixel, lambda n: not n.startswith("stem.")) == shapes(
+        di, lambda n: not n.startswith(("stem.", "stem_norm.")))
+    assert str(pixel.unet) == str(di.unet)
+    n_pixel = sum(p.numel() for p in pixel.parameters())
+    n_di = sum(p.numel() for p in di.parameters())
+    assert abs(n_pixel - n_di) < 0.01 * n_di
+    grid, x = P.grid((32, 32)), torch.randn(2, 1024, 1)
+    pixel.eval()
+    torch.testing.assert_close(pixel(x, grid, grid), pixel(x, grid), rtol=0, atol=0)
+    assert pixel(x, grid, P.jittered_grid((5, 5), seed=0)).shape == (2, 25, 11)
+    with pytest.raises(ValueError, match="32x32 grid"):
+        pixel(x, P.sobol(1024, 2, seed=0))
+
+
+def test_dinet_unet_sees_only_the_points_linear_interpolant():
+    """dinet-unet (format 2) reads the field's Delaunay interpolant on a grid three times
+    finer than its lattice (48×48 for a 16×16 lattice): fed the interpolant's values on
+    that grid, where nothing is interpolated, it gives the same logits."""
+    torch.manual_seed(0)
+    model = Segmenter(base_spacing=H, widths=(8, 16, 32)).eval()
+    assert model.config["stem_quadrature"] == "linear"
+    assert model.interpolant_grid.digest == P.grid((48, 48)).digest
+    points, query = P.shrunk(N, 2, seed=3), P.sobol(100, 2, seed=4)
+    x = torch.randn(2, N, 1)
+    filled = model.interpolant(x, points, model.interpolant_grid)
+    torch.testing.assert_close(model(x, points, query), model(filled, model.interpolant_grid,
+                                                              query), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="options of the dinet-unet preset"):
+        Segmenter("dinet3", widths=(8,))
+    with pytest.raises(ValueError, match="unknown body 'mlp'; valid: 'conv', 'di'"):
+        Segmenter(body="mlp")
+
+
+def test_dinet_unet_format_1_checkpoint_keeps_its_network(tmp_path):
+    """A format-1 dinet-unet checkpoint recorded neither widths, stem nor body: it rebuilds
+    the 16–128-channel DI-layer U-Net with the weighted one-pixel stem it was trained with,
+    and gives the same logits as saved."""
+    torch.manual_seed(0)
+    old = Segmenter(base_spacing=H, widths=(16, 32, 64, 128), stem_quadrature="weights",
+                    body="di").eval()
+    path = old.save(tmp_path / "current.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 1
+    for key in ("widths", "stem_quadrature", "body"):
+        del payload["config"][key]
+    del payload["sha256"]
+    payload["sha256"] = content_digest(payload)  # as that format was written
+    torch.save(payload, tmp_path / "v1.pt")
+    loaded = load_model(tmp_path / "v1.pt").eval()
+    assert loaded.config["widths"] == [16, 32, 64, 128] and loaded.interpolant is None
+    assert loaded.config["body"] == "di"
+    x, points = torch.randn(2, N, 1), P.sobol(N, 2, seed=1)
+    torch.testing.assert_close(loaded(x, points), old(x, points), rtol=0, atol=0)

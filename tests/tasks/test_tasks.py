@@ -14,8 +14,9 @@ import torch
 import dinet.data
 from dinet.cli import main
 from dinet.data import make_scenes
+from dinet.data.sources import load_source
 from dinet.fields import build_dataset
-from dinet.models import GridCNNSegmenter, SDFNet, Segmenter, model_entry
+from dinet.models import GridUNetSegmenter, SDFNet, Segmenter, model_entry
 from dinet.tasks import TrainConfig, evaluate, get_task, open_task_data, report, task_names, train
 from dinet.tasks.metrics import confusion, mean_iou, pixel_accuracy
 
@@ -33,12 +34,17 @@ def _items():
 
 @pytest.fixture
 def fake_fashion_mnist(monkeypatch):
-    monkeypatch.setattr(dinet.data, "load_fashion_mnist", lambda split="train", **_: _items())
+    fake = lambda split="train", **_: _items()  # noqa: E731
+    monkeypatch.setattr(dinet.data, "load_fashion_mnist", fake)
+    monkeypatch.setattr(dinet.data.fashion_mnist, "load_fashion_mnist", fake)
 
 
 @pytest.fixture(scope="module")
 def scenes_fields(tmp_path_factory):
-    scenes = make_scenes(12, seed=0, size=SIZE, source=_items())
+    """A scenes dataset as `dinet fit` wrote it before the scenes' item scale and count were
+    recorded: it is rebuilt with the former options."""
+    scenes = make_scenes(12, seed=0, size=SIZE, source=_items(), scale=(0.3, 0.6),
+                         items=(2, 3))
     path = tmp_path_factory.mktemp("scenes") / "scenes"
     build_dataset(path, scenes.images, None, arch_hparams={"width": 16},
                   fit_options={"max_steps": 40, "meta_steps": 2}, shard_size=6, progress=False,
@@ -80,6 +86,26 @@ def test_segmentation_targets_follow_the_augmented_coordinates(scenes_fields,
     assert labels.tolist() == [data.scenes.label_field(3, flipped.numpy()).tolist()]
 
 
+def test_scene_options_are_recorded_and_the_scenes_rebuilt_from_them(fake_fashion_mnist,
+                                                                     tmp_path):
+    images, labels, info = load_source("scenes", limit=5, size=SIZE, seed=2,
+                                       scenes={"scale": (0.5, 0.75), "items": (1, 1)})
+    assert labels is None and images.shape == (5, SIZE, SIZE, 1)
+    assert (info["scale"], info["items"], info["n"], info["seed"]) == ([0.5, 0.75], [1, 1], 5,
+                                                                       2)
+    made = make_scenes(5, seed=2, size=SIZE, source=_items(), scale=(0.5, 0.75), items=(1, 1))
+    np.testing.assert_array_equal(images, made.images)
+    assert (made.num_items == 1).all()
+    # the defaults are the benchmark's, and they are recorded too
+    assert load_source("scenes", limit=2, size=SIZE)[2]["items"] == [1, 2]
+    path = tmp_path / "opts"
+    build_dataset(path, images, None, arch_hparams={"width": 8},
+                  fit_options={"max_steps": 5, "meta_steps": 1}, progress=False, source=info)
+    np.testing.assert_array_equal(open_task_data("segment", path).scenes.labels, made.labels)
+    with pytest.raises(ValueError, match="apply to the scenes source only"):
+        load_source("digits", scenes={"items": (1, 1)})
+
+
 def test_segment_trains_evaluates_and_draws(scenes_fields, fake_fashion_mnist, tmp_path):
     out = tmp_path / "seg"
     config = TrainConfig(fields=str(scenes_fields), out=str(out), task="segment",
@@ -109,7 +135,7 @@ def test_segmentation_grid_cnn_baseline(scenes_fields, fake_fashion_mnist, tmp_p
     train(TrainConfig(fields=str(scenes_fields), out=str(out), task="segment", model="cnn",
                       discretization="grid", points=SIZE * SIZE, epochs=1, batch_size=6),
           progress=False)
-    assert isinstance(GridCNNSegmenter.from_checkpoint(out / "model.pt"), GridCNNSegmenter)
+    assert isinstance(GridUNetSegmenter.from_checkpoint(out / "model.pt"), GridUNetSegmenter)
     results = evaluate(out, scenes_fields, ("sobol", "grid"), (64,), plots=False)
     assert results["baseline"]
     assert list(results["metrics"]["miou"]) == ["grid"]  # its own grid only
@@ -180,7 +206,7 @@ def test_mismatched_data_models_and_runs_are_refused(class_fields, scenes_fields
     base = ["train", "--fields", str(class_fields), "--points", "64", "--batch-size", "8"]
     for extra, expected in [
         (["--task", "segment", "--fields", str(scenes_fields), "--model", "dinet2"],
-         "valid: dinet-unet, dinet3, dinet5, cnn"),
+         "valid: dinet-unet, dinet3, dinet5, cnn, cnn-small"),
         (["--model", "cnn"], "--discretization grid"),
         (["--task", "sdf", "--fields", "balls:4", "--model", "dinet-unet"],
          "valid: sdfnet, cnn"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .options import non_negative_int, positive_float, positive_int
+from .options import non_negative_int, number_range, positive_float, positive_int
 
 __all__ = ["add_parsers"]
 
@@ -28,7 +28,14 @@ def add_parsers(commands) -> None:
     fit.add_argument("--limit", type=positive_int, default=None,
                      help="use the first N images (scenes: how many to make)")
     fit.add_argument("--size", type=positive_int, default=None,
-                     help="resize images to SIZE x SIZE before fitting (default: 32; scenes: 64)")
+                     help="resize images to SIZE x SIZE before fitting (default: 32; scenes: "
+                     "the canvas side, default 32)")
+    fit.add_argument("--scene-scale", type=number_range(float, 1e-6, 1.0, "0 < MIN <= MAX <= 1"),
+                     default=None, metavar="MIN,MAX",
+                     help="scenes: an item's side as a fraction of the canvas (default 0.5,0.9)")
+    fit.add_argument("--scene-items", type=number_range(int, 1, 64, "1 <= MIN <= MAX <= 64"),
+                     default=None, metavar="MIN,MAX",
+                     help="scenes: how many items each scene draws (default 1,3)")
     fit.add_argument("--out", required=True, help="dataset folder to write")
     fit.add_argument("--data", default=None,
                      help="folder holding the Fashion-MNIST files (default: $DINET_DATA, then "
@@ -63,6 +70,8 @@ def _fit(args) -> None:
         args.source, args.out, split=args.split, limit=args.limit, size=args.size,
         data_dir=args.data, seed=args.seed, arch=args.arch, shard_size=args.shard_size,
         device=args.device,
+        scenes={k: v for k, v in (("scale", args.scene_scale), ("items", args.scene_items))
+                if v is not None},
         arch_hparams={k: v for k, v in (("width", args.width), ("depth", args.depth),
                                         ("omega0", args.omega0)) if v is not None},
         fit_options={k: v for k, v in (("max_steps", args.max_steps),

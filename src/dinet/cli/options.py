@@ -65,6 +65,23 @@ def device(text: str) -> str:
     return text
 
 
+def number_range(kind, low: float, high: float, what: str):
+    """An argparse type: ``MIN,MAX`` of ``kind`` (int or float) with low <= MIN <= MAX <= high,
+    described as ``what`` in errors."""
+
+    def parse(text: str) -> tuple:
+        parts = text.split(",")
+        try:
+            lo, hi = (kind(v) for v in parts) if len(parts) == 2 else (None, None)
+        except ValueError:
+            lo = hi = None
+        if lo is None or not low <= lo <= hi <= high:
+            raise argparse.ArgumentTypeError(f"expected MIN,MAX with {what}; got {text!r}")
+        return lo, hi
+
+    return parse
+
+
 def int_list(text: str) -> list[int]:
     """An argparse type: comma-separated positive integers."""
     try:

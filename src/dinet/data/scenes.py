@@ -10,6 +10,15 @@ import torch
 
 from .fashion_mnist import load_fashion_mnist, resize_images
 
+#: The segmentation benchmark's scenes (README, "Segmentation"): one or two items of 0.6–1.0
+#: of a 32×32 canvas — items of 19–32 pixels, about Fashion-MNIST's own 28, so the garment
+#: class is readable, and scenes cheap enough to train a strong pixel U-Net within the hour
+#: on a 2-core CPU.
+SCENE_DEFAULTS = {"scale": (0.6, 1.0), "items": (1, 2)}
+#: What ``dinet fit --source scenes`` made before the options were recorded (a 64×64
+#: canvas by default): manifests without ``scale``/``items`` were made with these.
+FORMER_SCENE_OPTIONS = {"scale": (0.3, 0.6), "items": (2, 3)}
+
 
 @dataclass(frozen=True)
 class Scenes:
@@ -80,10 +89,10 @@ class Scenes:
 def make_scenes(
     n: int,
     seed: int,
-    size: int = 64,
-    items: tuple[int, int] = (2, 3),
+    size: int = 32,
+    items: tuple[int, int] = SCENE_DEFAULTS["items"],
     source: tuple[np.ndarray, np.ndarray] | None = None,
-    scale: tuple[float, float] = (0.3, 0.6),
+    scale: tuple[float, float] = SCENE_DEFAULTS["scale"],
     threshold: float = 0.1,
 ) -> Scenes:
     """Composite ``n`` scenes of several items at random positions and scales.

@@ -194,7 +194,8 @@ SOURCES = ("fashion-mnist", "digits", "scenes", "npz:FILE", "folder:DIR")
 
 
 def load_source(spec: str, split: str = "train", limit: int | None = None,
-                size: int | None = None, data_dir=None, seed: int = 0):
+                size: int | None = None, data_dir=None, seed: int = 0,
+                scenes: dict | None = None):
     """Images, labels and a record of the source, for a source name of :data:`SOURCES`.
 
     Args:
@@ -204,19 +205,24 @@ def load_source(spec: str, split: str = "train", limit: int | None = None,
             ``folder:DIR``.
         split: ``train`` or ``test`` (Fashion-MNIST, digits, and the scenes' items).
         limit: keep the first ``limit`` images.
-        size: resize to ``size × size`` (default 32; scenes 64).
+        size: resize to ``size × size`` (default 32; scenes: the canvas side, default 32).
         data_dir: folder of the Fashion-MNIST files (see ``load_fashion_mnist``).
         seed: the scenes' seed.
+        scenes: options of :func:`~dinet.data.make_scenes` for the scenes (``scale``,
+            ``items``); the values used are recorded in ``info``.
 
     Returns:
         ``(images (N, H, W, C) float32 in [0, 1], labels (N,) int64 or None, info)``; ``info``
         is JSON-able and is recorded in the dataset's manifest.
     """
     from . import fashion_mnist
-    from .scenes import make_scenes
+    from .scenes import SCENE_DEFAULTS, make_scenes
 
+    if scenes and spec != "scenes":
+        raise ValueError(f"scene options ({', '.join(scenes)}) apply to the scenes source only; "
+                         f"got source {spec!r}")
     if size is None:
-        size = 64 if spec == "scenes" else 32
+        size = 32
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
         raise ValueError(f"--size must be an integer in [1, {MAX_SIZE}]; got {size!r}")
     info = {"source": spec, "split": split, "limit": limit, "size": size}
@@ -230,8 +236,10 @@ def load_source(spec: str, split: str = "train", limit: int | None = None,
         info["split_rule"] = "index % 5 == 0 is test"
     elif spec == "scenes":
         items = fashion_mnist.load_fashion_mnist(split, data_dir=data_dir)
-        scenes = make_scenes(limit or 1000, seed=seed, size=size, source=items)
-        return scenes.images, None, {**info, "n": len(scenes.images), "seed": seed}
+        options = {**SCENE_DEFAULTS, **(scenes or {})}
+        made = make_scenes(limit or 1000, seed=seed, size=size, source=items, **options)
+        return made.images, None, {**info, "n": len(made.images), "seed": seed,
+                                   **{k: list(v) for k, v in options.items()}}
     elif spec.startswith("npz:"):
         images, labels = load_npz(spec[4:])
         images, labels = images[:limit], None if labels is None else labels[:limit]

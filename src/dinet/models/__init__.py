@@ -2,7 +2,13 @@
 discrete CNN baselines, and checkpoints that rebuild them."""
 
 from .base import QUADRATURES, DIModel, check_quadrature, load_model, unweighted
-from .baselines import GridCNNClassifier, GridCNNSegmenter, GridResNetClassifier, VoxelCNN3d
+from .baselines import (
+    GridCNNClassifier,
+    GridCNNSegmenter,
+    GridResNetClassifier,
+    GridUNetSegmenter,
+    VoxelCNN3d,
+)
 from .classifier import PRESETS, Classifier
 from .registry import ModelEntry, create_model, model_entry, model_names, register_model
 from .sdf import SDFNet
@@ -17,6 +23,7 @@ __all__ = [
     "GridCNNClassifier",
     "GridCNNSegmenter",
     "GridResNetClassifier",
+    "GridUNetSegmenter",
     "ModelEntry",
     "SDFNet",
     "Segmenter",
@@ -33,9 +40,10 @@ __all__ = [
 
 def _register_builtins() -> None:
     """The built-in models of the built-in tasks (the first of each is its default; ``cnn``
-    is the discrete grid baseline, ``cnn-res`` dinet-res's own network on pixels, the same
-    size). ``dinet-res``'s lattice network starts two pixels apart (its stem integrates at one
-    pixel); the others start at one pixel."""
+    is the discrete grid baseline — for segmentation dinet-unet's own network on pixels,
+    ``cnn-small`` the former two-level one — ``cnn-res`` dinet-res's own network on pixels,
+    the same size). ``dinet-res``'s lattice network starts two pixels apart (its stem
+    integrates at one pixel); the others start at one pixel."""
     for preset in ("dinet-res", *(p for p in PRESETS if p != "dinet-res")):
         register_model("classify", preset, _preset_builder(Classifier, preset),
                        pixels=2.0 if preset == "dinet-res" else 1.0)
@@ -44,8 +52,10 @@ def _register_builtins() -> None:
     register_model("sdf", "sdfnet", lambda *, in_channels, base_spacing, kernel, quadrature,
                    **_: SDFNet(in_channels=in_channels, base_spacing=base_spacing,
                                kernel=kernel, quadrature=quadrature))
-    for task, cnn in (("classify", GridCNNClassifier), ("segment", GridCNNSegmenter)):
-        register_model(task, "cnn", lambda *, cnn=cnn, in_channels, n_classes, size,
+    for task, name, cnn in (("classify", "cnn", GridCNNClassifier),
+                            ("segment", "cnn", GridUNetSegmenter),
+                            ("segment", "cnn-small", GridCNNSegmenter)):
+        register_model(task, name, lambda *, cnn=cnn, in_channels, n_classes, size,
                        quadrature, **_: cnn(in_channels=in_channels, n_classes=n_classes,
                                             size=size, quadrature=quadrature),
                        grid_baseline=True)

@@ -15,7 +15,8 @@ from ..nn.base import check_points, check_values
 from ..points import PointSet, values_to_image
 from .base import DIModel
 
-__all__ = ["GridCNNClassifier", "GridCNNSegmenter", "GridResNetClassifier", "VoxelCNN3d"]
+__all__ = ["GridCNNClassifier", "GridCNNSegmenter", "GridResNetClassifier", "GridUNetSegmenter",
+           "VoxelCNN3d"]
 
 
 def _grid_image(model: DIModel, x: torch.Tensor, points: PointSet, size: int,
@@ -134,9 +135,79 @@ class GridResNetClassifier(_GridClassifier):
                              nn.Linear(c_in, n_classes))
 
 
+class ConvUNet(nn.Module):
+    """A four-level residual U-Net on images, the network of both segmentation U-Nets
+    (``dinet-unet`` runs it on its fixed lattice, ``cnn`` on the pixels): per level two
+    residual blocks (the first of each coarser level at stride 2), then back up — bilinear
+    upsampling to the finer level, concatenation with its features, two conv-BN-ReLU blocks.
+
+    Args:
+        widths: channels per level, finest first (the input has ``widths[0]``).
+
+    Shapes:
+        ``(B, widths[0], H, W)`` → ``(B, widths[0], H, W)``
+    """
+
+    def __init__(self, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.down = nn.ModuleList(
+            nn.Sequential(_PixelResidual(widths[max(level - 1, 0)], width, 2 if level else 1),
+                          _PixelResidual(width, width, 1))
+            for level, width in enumerate(widths))
+        self.merge = nn.ModuleList(
+            nn.Sequential(*_conv_bn(finer + width, finer), *_conv_bn(finer, finer))
+            for finer, width in zip(widths[:-1], widths[1:], strict=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        for level in reversed(range(len(self.merge))):
+            finer = skips[level]
+            x = F.interpolate(x, size=finer.shape[2:], mode="bilinear", align_corners=False)
+            x = self.merge[level](torch.cat([finer, x], dim=1))
+        return x
+
+
+class GridUNetSegmenter(DIModel):
+    """``dinet-unet``'s network as a pixel CNN, the segmentation baseline (``--model cnn``):
+    a 3×3 conv-BN-ReLU stem onto the ``size × size`` pixels, the same :class:`ConvUNet`
+    and a 3×3 head; the logits are read at the query points by bilinear interpolation. Only
+    the stem and the head's reading differ from ``dinet-unet``.
+
+    Args:
+        in_channels, n_classes: the field's channels and the label values.
+        size: the grid it reads (``dinet.points.grid((size, size))``).
+        widths: channels per level, finest first (default 32, 64, 128, 256).
+        quadrature: accepted for a uniform interface.
+
+    Shapes:
+        - x: ``(B, size², in_channels)`` on ``points = grid((size, size))``
+        - query: ``PointSet(N_query)`` (default: ``points``)
+        - output: logits ``(B, N_query, n_classes)``
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 11, size: int = 32,
+                 widths: tuple[int, ...] = (32, 64, 128, 256),
+                 quadrature: str = "weights") -> None:
+        widths = [int(w) for w in widths]
+        super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
+                         widths=widths, quadrature=quadrature)
+        self.size = int(size)
+        self.stem = nn.Sequential(*_conv_bn(in_channels, widths[0]))
+        self.unet = ConvUNet(tuple(widths))
+        self.head = nn.Conv2d(widths[0], n_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, points: PointSet,
+                query: PointSet | None = None) -> torch.Tensor:
+        x = self.unet(self.stem(_grid_image(self, x, points, self.size, 2)))
+        return _read_at(self.head(x), points if query is None else query)
+
+
 class GridCNNSegmenter(DIModel):
-    """A small two-level U-Net CNN on its own ``size × size`` grid; its logits are read at
-    the query points by bilinear interpolation.
+    """A small two-level U-Net CNN on its own ``size × size`` grid (``--model cnn-small``);
+    its logits are read at the query points by bilinear interpolation.
 
     Shapes:
         - x: ``(B, size², in_channels)`` on ``points = grid((size, size))``

@@ -1,13 +1,35 @@
 """Building blocks the model presets share: conv-norm-activation, residual blocks, heads,
-and the preset check."""
+the linear-interpolant stem's grid, and the preset check."""
 
 from __future__ import annotations
+
+import math
 
 from torch import nn
 
 from ..nn import DIBatchNorm, DIConv, DISequential, Residual
+from ..points import PointSet, grid
 
-__all__ = ["check_preset", "conv_block", "mlp_head", "residual_block"]
+__all__ = ["check_preset", "conv_block", "interpolant_grid", "mlp_head", "residual_block"]
+
+STEM_QUADRATURES = ("weights", "linear")
+
+
+def check_stem_quadrature(value: str) -> str:
+    if value not in STEM_QUADRATURES:
+        raise ValueError(f"unknown stem_quadrature {value!r}; valid: "
+                         f"{', '.join(map(repr, STEM_QUADRATURES))}")
+    return value
+
+
+def interpolant_grid(side: int, lattice_spacing: float, stem_spacing: float) -> PointSet:
+    """The grid a ``stem_quadrature="linear"`` stem reads the points' interpolant on: the
+    finest grid of pixel centres that holds the ``side × side`` lattice's nodes (an odd
+    refinement of it) with a step no coarser than the stem kernel's (48×48 for a 16×16
+    lattice and a stem half its spacing)."""
+    refine = math.ceil(lattice_spacing / stem_spacing - 1e-9)
+    refine += 1 - refine % 2
+    return grid((side * refine, side * refine))
 
 
 def check_preset(preset, valid: tuple[str, ...], owner: str) -> str:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..nn import DIBatchNorm, DIConv, DISequential, GlobalAvgPool, Resample
 from ..points import PointSet, grid
 from .base import DIModel
-from .blocks import check_preset, conv_block, mlp_head, residual_block
+from .blocks import (
+    check_preset,
+    check_stem_quadrature,
+    conv_block,
+    interpolant_grid,
+    mlp_head,
+    residual_block,
+)
 
 __all__ = ["Classifier", "PRESETS"]
 
 PRESETS = ("dinet2", "dinet4", "dinet-res")
-STEM_QUADRATURES = ("weights", "linear")
 
 
 class Classifier(DIModel):
@@ -87,10 +91,8 @@ class Classifier(DIModel):
             stem = {"stem_spacing": float(base_spacing / 2 if stem_spacing is None
                                           else stem_spacing),
                     "stem_basis": int(32 if stem_basis is None else stem_basis),
-                    "stem_quadrature": "linear" if stem_quadrature is None else stem_quadrature}
-            if stem["stem_quadrature"] not in STEM_QUADRATURES:
-                raise ValueError(f"unknown stem_quadrature {stem_quadrature!r}; valid: "
-                                 f"{', '.join(map(repr, STEM_QUADRATURES))}")
+                    "stem_quadrature": check_stem_quadrature(
+                        "linear" if stem_quadrature is None else stem_quadrature)}
         elif stem_spacing is not None or stem_basis is not None or stem_quadrature is not None:
             raise ValueError(f"stem_spacing, stem_basis and stem_quadrature are options of the "
                              f"dinet-res preset; {preset!r} has no separate stem")
@@ -124,12 +126,8 @@ class Classifier(DIModel):
             self.stem_norm = DIBatchNorm(32)
             self.interpolant = None
             if linear:
-                # The finest grid of pixel centres that holds the lattice's nodes (an odd
-                # refinement of it) with a step no coarser than the stem's: 48×48 by default.
-                refine = math.ceil(h / stem["stem_spacing"] - 1e-9)
-                refine += 1 - refine % 2
                 self.interpolant = Resample("delaunay")
-                self.interpolant_grid = grid((side * refine, side * refine))
+                self.interpolant_grid = interpolant_grid(side, h, stem["stem_spacing"])
             layers: list[nn.Module] = []
             c_in = 32
             for stage, (width, blocks) in enumerate(((32, 2), (64, 2), (128, 1))):

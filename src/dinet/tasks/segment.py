@@ -107,15 +107,19 @@ class SegmentTask(Task):
 
 def _regenerate_scenes(dataset: FieldDataset, spec: str):
     """The scenes a ``dinet fit --source scenes`` dataset was fitted to, rebuilt from the
-    recorded count, seed and size, and checked against the recorded source checksum."""
+    recorded count, seed, size, item scale and item count (datasets that predate the last two
+    were made with :data:`~dinet.data.scenes.FORMER_SCENE_OPTIONS`), and checked against the
+    recorded source checksum."""
     from .. import data
+    from ..data.scenes import FORMER_SCENE_OPTIONS
     from ..fields.build import source_checksum
 
     info = dataset.manifest.get("source", {})
     try:
         items = data.load_fashion_mnist(info.get("split", "train"))
+        options = {k: tuple(info.get(k, v)) for k, v in FORMER_SCENE_OPTIONS.items()}
         scenes = data.make_scenes(int(info["n"]), seed=int(info["seed"]), size=int(info["size"]),
-                                  source=items)
+                                  source=items, **options)
     except KeyError as err:
         raise ValueError(f"{spec}: the manifest does not record the scenes' {err} — refit "
                          "it with `dinet fit --source scenes`") from None
