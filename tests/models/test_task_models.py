@@ -396,27 +396,27 @@ def test_dinet_unet_sees_only_the_points_linear_interpolant():
                                                               query), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="options of the dinet-unet preset"):
         Segmenter("dinet3", widths=(8,))
-    with pytest.raises(ValueError, match="unknown body 'mlp'; valid: 'conv', 'di'"):
-        Segmenter(body="mlp")
+    with pytest.raises(ValueError, match="unknown lattice_net 'mlp'; valid: 'conv', 'di'"):
+        Segmenter(lattice_net="mlp")
 
 
 def test_dinet_unet_format_1_checkpoint_keeps_its_network(tmp_path):
-    """A format-1 dinet-unet checkpoint recorded neither widths, stem nor body: it rebuilds
+    """A format-1 dinet-unet checkpoint recorded neither widths, stem nor lattice net: it rebuilds
     the 16–128-channel DI-layer U-Net with the weighted one-pixel stem it was trained with,
     and gives the same logits as saved."""
     torch.manual_seed(0)
     old = Segmenter(base_spacing=H, widths=(16, 32, 64, 128), stem_quadrature="weights",
-                    body="di").eval()
+                    lattice_net="di").eval()
     path = old.save(tmp_path / "current.pt")
     payload = torch.load(path, weights_only=True)
     payload["format_version"] = 1
-    for key in ("widths", "stem_quadrature", "body"):
+    for key in ("widths", "stem_quadrature", "lattice_net"):
         del payload["config"][key]
     del payload["sha256"]
     payload["sha256"] = content_digest(payload)  # as that format was written
     torch.save(payload, tmp_path / "v1.pt")
     loaded = load_model(tmp_path / "v1.pt").eval()
     assert loaded.config["widths"] == [16, 32, 64, 128] and loaded.interpolant is None
-    assert loaded.config["body"] == "di"
+    assert loaded.config["lattice_net"] == "di"
     x, points = torch.randn(2, N, 1), P.sobol(N, 2, seed=1)
     torch.testing.assert_close(loaded(x, points), old(x, points), rtol=0, atol=0)

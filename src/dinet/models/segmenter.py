@@ -16,7 +16,7 @@ from .blocks import conv_block as _conv_block
 __all__ = ["Segmenter", "SEGMENTER_PRESETS"]
 
 SEGMENTER_PRESETS = ("dinet3", "dinet5", "dinet-unet")
-UNET_BODIES = ("conv", "di")
+LATTICE_NETS = ("conv", "di")
 
 
 def _up(spacing: float) -> Resample:
@@ -88,7 +88,7 @@ class Segmenter(DIModel):
       grid; a four-level U-Net (``widths`` channels on the lattice, ½, ¼ and ⅛ of its side:
       a receptive field of the whole canvas) runs there; the query conv (3×3 at one pixel)
       reads the logits anywhere. Only the stem depends on the input points, so the U-Net on
-      the fixed lattice is by default a conv net (``body="conv"``,
+      the fixed lattice is by default a conv net (``lattice_net="conv"``,
       :class:`~dinet.models.baselines.ConvUNet`), and ``GridUNetSegmenter``
       (``--model cnn``) is the same network with a pixel stem.
 
@@ -107,7 +107,7 @@ class Segmenter(DIModel):
             :class:`~dinet.models.Classifier`; ``"weights"`` (format 1): the sum over the input
             points with their quadrature weights, a 5×5 stem at one pixel with 16 basis
             functions.
-        body: ``dinet-unet`` only: the U-Net on the lattice. ``"conv"`` (default):
+        lattice_net: ``dinet-unet`` only: the U-Net on the lattice. ``"conv"`` (default):
             :class:`~dinet.models.baselines.ConvUNet` run as ``conv2d`` on the lattice's
             image — each of its convolutions on that grid is a DIConv exactly
             (:meth:`DIConv.from_conv <dinet.nn.DIConv.from_conv>`), so nothing is lost but
@@ -123,27 +123,27 @@ class Segmenter(DIModel):
     """
 
     # 2: dinet-unet's widths recorded (32..256 by default), its stem integrates the points'
-    # piecewise-linear interpolant (stem_quadrature="linear"), its U-Net a conv net (body)
+    # piecewise-linear interpolant (stem_quadrature="linear"), its U-Net a conv net (lattice_net)
     FORMAT_VERSION = 2
 
     def __init__(self, preset: str = "dinet-unet", in_channels: int = 1, n_classes: int = 11,
                  base_spacing: float = 2 / 32, quadrature: str = "weights",
                  kernel: str = "spline", widths: tuple[int, ...] | None = None,
-                 stem_quadrature: str | None = None, body: str | None = None) -> None:
+                 stem_quadrature: str | None = None, lattice_net: str | None = None) -> None:
         check_preset(preset, SEGMENTER_PRESETS, "Segmenter")
         unet = {}
         if preset == "dinet-unet":
             unet = {"widths": [int(w) for w in (widths or (32, 64, 128, 256))],
                     "stem_quadrature": check_stem_quadrature(stem_quadrature or "linear"),
-                    "body": body or "conv"}
+                    "lattice_net": lattice_net or "conv"}
             if not unet["widths"] or min(unet["widths"]) < 1:
                 raise ValueError(f"widths must be positive channel counts; got {widths!r}")
-            if unet["body"] not in UNET_BODIES:
-                raise ValueError(f"unknown body {body!r}; valid: "
-                                 f"{', '.join(map(repr, UNET_BODIES))}")
-        elif widths is not None or stem_quadrature is not None or body is not None:
-            raise ValueError(f"widths, stem_quadrature and body are options of the dinet-unet "
-                             f"preset; got preset {preset!r}")
+            if unet["lattice_net"] not in LATTICE_NETS:
+                raise ValueError(f"unknown lattice_net {lattice_net!r}; valid: "
+                                 f"{', '.join(map(repr, LATTICE_NETS))}")
+        elif widths is not None or stem_quadrature is not None or lattice_net is not None:
+            raise ValueError(f"widths, stem_quadrature and lattice_net are options of the "
+                             f"dinet-unet preset; got preset {preset!r}")
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
                          base_spacing=base_spacing, quadrature=quadrature, kernel=kernel,
                          **unet)
@@ -176,7 +176,7 @@ class Segmenter(DIModel):
             else:
                 self.stem = DIConv(in_channels, width, 5, spacing=h, bias=False, kernel="mlp")
             self.stem_norm = DIBatchNorm(width)
-            if unet["body"] == "conv":
+            if unet["lattice_net"] == "conv":
                 self.unet = ConvUNet(tuple(unet["widths"]))
             else:
                 self.unet = LatticeUNet(tuple(unet["widths"]), h, kernel=kernel)
@@ -184,12 +184,12 @@ class Segmenter(DIModel):
 
     @classmethod
     def upgrade_config(cls, config, version):
-        # What format 1 did not record: dinet-unet's widths, weighted stem and DI-layer body.
+        # What format 1 did not record: dinet-unet's widths, weighted stem and DI-layer U-Net.
         if version != 1:
             return super().upgrade_config(config, version)
         if config.get("preset", "dinet-unet") == "dinet-unet":
             config = {**config, "widths": [16, 32, 64, 128], "stem_quadrature": "weights",
-                      "body": "di"}
+                      "lattice_net": "di"}
         return config
 
     def forward(self, x: torch.Tensor, points: PointSet,
@@ -201,7 +201,7 @@ class Segmenter(DIModel):
                 x = self.interpolant(x, points, self.interpolant_grid)
                 points = self.interpolant_grid
             x = torch.relu(self.stem_norm(self.stem(x, points, self.lattice), self.lattice))
-            if self.config["body"] == "conv":
+            if self.config["lattice_net"] == "conv":
                 x = image_to_values(self.unet(values_to_image(x, self.lattice)), self.lattice)
             else:
                 x = self.unet(x, self.lattice)
