@@ -136,13 +136,14 @@ class GridResNetClassifier(_GridClassifier):
 
 
 class ConvUNet(nn.Module):
-    """A four-level residual U-Net on images, the network of both segmentation U-Nets
+    """A residual U-Net on images, the network of both segmentation U-Nets
     (``dinet-unet`` runs it on its fixed lattice, ``cnn`` on the pixels): per level two
     residual blocks (the first of each coarser level at stride 2), then back up — bilinear
     upsampling to the finer level, concatenation with its features, two conv-BN-ReLU blocks.
 
     Args:
-        widths: channels per level, finest first (the input has ``widths[0]``).
+        widths: channels per level, finest first (the input has ``widths[0]``); one level
+            per width.
 
     Shapes:
         ``(B, widths[0], H, W)`` → ``(B, widths[0], H, W)``

@@ -10,7 +10,8 @@ from torch import nn
 from ..nn import DIBatchNorm, DIConv, DISequential, Residual
 from ..points import PointSet, grid
 
-__all__ = ["check_preset", "conv_block", "interpolant_grid", "mlp_head", "residual_block"]
+__all__ = ["check_preset", "check_stem_quadrature", "conv_block", "interpolant_grid", "mlp_head",
+           "residual_block"]
 
 STEM_QUADRATURES = ("weights", "linear")
 
