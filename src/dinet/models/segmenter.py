@@ -113,8 +113,8 @@ class Segmenter(DIModel):
             (:meth:`DIConv.from_conv <dinet.nn.DIConv.from_conv>`), so nothing is lost but
             the (B, N, C) layout; ``"di"`` (format 1): :class:`LatticeUNet`, the levels built
             of DI layers on the lattice and its prefixes (strided kernels twice as wide,
-            linear MLS upsampling), a training step 2.2× as long on the CPU (0.88 vs 0.40 s,
-            batch 32 on a 32×32 lattice, one thread).
+            linear MLS upsampling), a training step twice as long on the CPU (0.83 vs 0.40 s,
+            batch 32 on a 32×32 lattice, one thread: ``benchmarks/seg_train_step.py``).
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (2-D)
