@@ -406,17 +406,62 @@ def test_dinet_unet_format_1_checkpoint_keeps_its_network(tmp_path):
     and gives the same logits as saved."""
     torch.manual_seed(0)
     old = Segmenter(base_spacing=H, widths=(16, 32, 64, 128), stem_quadrature="weights",
-                    lattice_net="di").eval()
+                    lattice_net="di", read="kernel").eval()
     path = old.save(tmp_path / "current.pt")
     payload = torch.load(path, weights_only=True)
     payload["format_version"] = 1
-    for key in ("widths", "stem_quadrature", "lattice_net"):
+    for key in ("widths", "stem_quadrature", "lattice_net", "read"):
         del payload["config"][key]
     del payload["sha256"]
     payload["sha256"] = content_digest(payload)  # as that format was written
     torch.save(payload, tmp_path / "v1.pt")
     loaded = load_model(tmp_path / "v1.pt").eval()
     assert loaded.config["widths"] == [16, 32, 64, 128] and loaded.interpolant is None
-    assert loaded.config["lattice_net"] == "di"
+    assert loaded.config["lattice_net"] == "di" and loaded.config["read"] == "kernel"
     x, points = torch.randn(2, N, 1), P.sobol(N, 2, seed=1)
     torch.testing.assert_close(loaded(x, points), old(x, points), rtol=0, atol=0)
+
+
+def _as_format(model, tmp_path, version: int, dropped: tuple[str, ...]):
+    """``model`` saved as an older format that did not record the ``dropped`` options."""
+    payload = torch.load(model.save(tmp_path / "current.pt"), weights_only=True)
+    payload["format_version"] = version
+    for key in dropped:
+        del payload["config"][key]
+    del payload["sha256"]
+    payload["sha256"] = content_digest(payload)
+    torch.save(payload, tmp_path / f"v{version}.pt")
+    return load_model(tmp_path / f"v{version}.pt").eval()
+
+
+@pytest.mark.parametrize("kind", ["dinet-unet", "cnn"])
+def test_segmenters_read_logits_by_cell(kind, tmp_path):
+    """By default (``read="cell"``) a query anywhere in a lattice cell gets the logits the
+    model gives at that cell's centre — the pixel label map's own piecewise-constant field —
+    while the former read (dinet-unet's head at the query, the pixel U-Net's bilinear
+    interpolation) varies inside the cell; at the centres the two reads agree exactly.
+    Checkpoints of the former formats keep the former read."""
+    torch.manual_seed(0)
+    side = 16
+    if kind == "dinet-unet":
+        model, old_read, version = Segmenter(base_spacing=2 / side, widths=(8, 16)), "kernel", 2
+    else:
+        model, old_read, version = GridUNetSegmenter(1, 11, size=side, widths=(8, 16)), \
+            "bilinear", 1
+    model.eval()
+    assert model.config["read"] == "cell"
+    centres = P.grid((side, side))
+    inside = P.jittered_grid((side, side), seed=5)  # one point in each cell, off its centre
+    x = torch.randn(2, side * side, 1)
+    at_centres = model(x, centres, centres)
+    torch.testing.assert_close(model(x, centres, inside), at_centres, rtol=0, atol=0)
+    old = type(model)(**{**model.config, "read": old_read}).eval()
+    old.load_state_dict(model.state_dict())
+    torch.testing.assert_close(old(x, centres, centres), at_centres, rtol=1e-5, atol=1e-5)
+    assert (old(x, centres, inside) - at_centres).abs().max() > 1e-2
+    loaded = _as_format(old, tmp_path, version, ("read",))
+    assert loaded.config["read"] == old_read
+    torch.testing.assert_close(loaded(x, centres, inside), old(x, centres, inside), rtol=0,
+                               atol=0)
+    with pytest.raises(ValueError, match="unknown read 'nearest'"):
+        type(model)(**{**model.config, "read": "nearest"})

@@ -32,10 +32,10 @@ def add_parsers(commands) -> None:
                      "the canvas side, default 32)")
     fit.add_argument("--scene-scale", type=number_range(float, 1e-6, 1.0, "0 < MIN <= MAX <= 1"),
                      default=None, metavar="MIN,MAX",
-                     help="scenes: an item's side as a fraction of the canvas (default 0.6,1.0)")
+                     help="scenes: an item's side as a fraction of the canvas (default 0.75,1.0)")
     fit.add_argument("--scene-items", type=number_range(int, 1, 64, "1 <= MIN <= MAX <= 64"),
                      default=None, metavar="MIN,MAX",
-                     help="scenes: how many items each scene draws (default 1,2)")
+                     help="scenes: how many items each scene draws (default 1,1)")
     fit.add_argument("--out", required=True, help="dataset folder to write")
     fit.add_argument("--data", default=None,
                      help="folder holding the Fashion-MNIST files (default: $DINET_DATA, then "

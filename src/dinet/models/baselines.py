@@ -35,17 +35,35 @@ def _grid_image(model: DIModel, x: torch.Tensor, points: PointSet, size: int,
     return values_to_image(x, points)
 
 
-def _read_at(image: torch.Tensor, query: PointSet) -> torch.Tensor:
-    """Bilinear (trilinear) lookup of ``(B, C, *shape)`` at the query coords → (B, Nq, C).
+#: How a segmenter on a pixel lattice reads its logits at a query point: ``"cell"``, those of
+#: the lattice cell (pixel) the point lies in — the piecewise-constant field of the pixel
+#: labels, so a query between pixel centres gets its pixel's answer; ``"bilinear"``, the
+#: bilinear interpolant of the four nearest cells' logits (smooth across cell edges).
+SEGMENT_READS = ("cell", "bilinear")
 
-    ``grid_sample`` orders its last axis x = W first, so the coordinates are reversed.
+
+def check_read(read: str, valid: tuple[str, ...] = SEGMENT_READS) -> str:
+    if read not in valid:
+        raise ValueError(f"unknown read {read!r}; valid: {', '.join(map(repr, valid))}")
+    return read
+
+
+def _read_at(image: torch.Tensor, query: PointSet, read: str = "bilinear") -> torch.Tensor:
+    """Lookup of ``(B, C, *shape)`` at the query coords → (B, Nq, C): bilinear (trilinear)
+    interpolation of the cell centres, or (``read="cell"``) the value of the cell each point
+    lies in.
+
+    ``grid_sample`` orders its last axis x = W first, so the coordinates are reversed; with
+    ``align_corners=False`` its cells are the pixels of ``dinet.points.grid``, so its
+    ``"nearest"`` mode is the cell lookup.
     """
     b, c = image.shape[:2]
     dim = image.ndim - 2
     check_points(query, dim, "query")
     coords = query.coords.to(device=image.device, dtype=image.dtype).flip(-1)
     grid = coords.reshape(1, *([1] * (dim - 1)), -1, dim).expand(b, *([-1] * (dim + 1)))
-    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border",
+    mode = "nearest" if check_read(read) == "cell" else "bilinear"
+    out = F.grid_sample(image, grid, mode=mode, padding_mode="border",
                         align_corners=False)
     return out.reshape(b, c, -1).transpose(1, 2)
 
@@ -174,14 +192,16 @@ class ConvUNet(nn.Module):
 class GridUNetSegmenter(DIModel):
     """``dinet-unet``'s network as a pixel CNN, the segmentation baseline (``--model cnn``):
     a 3×3 conv-BN-ReLU stem onto the ``size × size`` pixels, the same :class:`ConvUNet`
-    and a 3×3 head; the logits are read at the query points by bilinear interpolation. Only
-    the stem and the head's reading differ from ``dinet-unet``.
+    and a 3×3 head whose logits are read at the query points (``read``). Only the stem
+    differs from ``dinet-unet``.
 
     Args:
         in_channels, n_classes: the field's channels and the label values.
         size: the grid it reads (``dinet.points.grid((size, size))``).
         widths: channels per level, finest first (default 32, 64, 128, 256).
         quadrature: accepted for a uniform interface.
+        read: ``"cell"`` (default): a query takes the logits of the pixel it lies in;
+            ``"bilinear"`` (format 1): their bilinear interpolant (see :data:`SEGMENT_READS`).
 
     Shapes:
         - x: ``(B, size², in_channels)`` on ``points = grid((size, size))``
@@ -189,12 +209,15 @@ class GridUNetSegmenter(DIModel):
         - output: logits ``(B, N_query, n_classes)``
     """
 
+    # 2: the logits are read by cell (``read``); format 1 read them bilinearly
+    FORMAT_VERSION = 2
+
     def __init__(self, in_channels: int = 1, n_classes: int = 11, size: int = 32,
                  widths: tuple[int, ...] = (32, 64, 128, 256),
-                 quadrature: str = "weights") -> None:
+                 quadrature: str = "weights", read: str = "cell") -> None:
         widths = [int(w) for w in widths]
         super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
-                         widths=widths, quadrature=quadrature)
+                         widths=widths, quadrature=quadrature, read=check_read(read))
         self.size = int(size)
         self.stem = nn.Sequential(*_conv_bn(in_channels, widths[0]))
         self.unet = ConvUNet(tuple(widths))
@@ -203,7 +226,13 @@ class GridUNetSegmenter(DIModel):
     def forward(self, x: torch.Tensor, points: PointSet,
                 query: PointSet | None = None) -> torch.Tensor:
         x = self.unet(self.stem(_grid_image(self, x, points, self.size, 2)))
-        return _read_at(self.head(x), points if query is None else query)
+        return _read_at(self.head(x), points if query is None else query, self.config["read"])
+
+    @classmethod
+    def upgrade_config(cls, config, version):
+        if version == 1:
+            return {**config, "read": "bilinear"}
+        return super().upgrade_config(config, version)
 
 
 class GridCNNSegmenter(DIModel):

@@ -9,7 +9,7 @@ from ..nn import Coarsened, DIBatchNorm, DIConv, DISequential, Resample, Residua
 from ..nn.base import check_points
 from ..points import PointSet, grid, image_to_values, values_to_image
 from .base import DIModel
-from .baselines import ConvUNet
+from .baselines import ConvUNet, _read_at, check_read
 from .blocks import check_preset, check_stem_quadrature, interpolant_grid, residual_block
 from .blocks import conv_block as _conv_block
 
@@ -17,6 +17,8 @@ __all__ = ["Segmenter", "SEGMENTER_PRESETS"]
 
 SEGMENTER_PRESETS = ("dinet3", "dinet5", "dinet-unet")
 LATTICE_NETS = ("conv", "di")
+#: How dinet-unet's head reads its logits at a query point (see ``Segmenter``'s ``read``).
+READS = ("cell", "kernel")
 
 
 def _up(spacing: float) -> Resample:
@@ -90,7 +92,8 @@ class Segmenter(DIModel):
       reads the logits anywhere. Only the stem depends on the input points, so the U-Net on
       the fixed lattice is by default a conv net (``lattice_net="conv"``,
       :class:`~dinet.models.baselines.ConvUNet`), and ``GridUNetSegmenter``
-      (``--model cnn``) is the same network with a pixel stem.
+      (``--model cnn``) is the same network with a pixel stem. The head is a 3×3 DIConv on
+      the lattice whose logits a query reads from the lattice cell it lies in (``read``).
 
     Args:
         preset: one of :data:`SEGMENTER_PRESETS`.
@@ -115,6 +118,12 @@ class Segmenter(DIModel):
             of DI layers on the lattice and its prefixes (strided kernels twice as wide,
             linear MLS upsampling), a training step twice as long on the CPU (0.83 vs 0.40 s,
             batch 32 on a 32×32 lattice, one thread: ``benchmarks/seg_train_step.py``).
+        read: ``dinet-unet`` only: how the head reads the logits at a query point.
+            ``"cell"`` (default): the head is evaluated at the lattice nodes and a query takes
+            the logits of the lattice cell it lies in — the piecewise-constant field a pixel
+            label map is, so a query between pixel centres gets its pixel's answer;
+            ``"kernel"`` (formats 1 and 2): the head DIConv is evaluated at the query point
+            itself, a smooth field across cell edges.
 
     Shapes:
         - x: ``(B, N, in_channels)``, points: ``PointSet(N)`` (2-D)
@@ -124,26 +133,29 @@ class Segmenter(DIModel):
 
     # 2: dinet-unet's widths recorded (32..256 by default), its stem integrates the points'
     # piecewise-linear interpolant (stem_quadrature="linear"), its U-Net a conv net (lattice_net)
-    FORMAT_VERSION = 2
+    # 3: dinet-unet reads its logits by lattice cell (read="cell")
+    FORMAT_VERSION = 3
 
     def __init__(self, preset: str = "dinet-unet", in_channels: int = 1, n_classes: int = 11,
                  base_spacing: float = 2 / 32, quadrature: str = "weights",
                  kernel: str = "spline", widths: tuple[int, ...] | None = None,
-                 stem_quadrature: str | None = None, lattice_net: str | None = None) -> None:
+                 stem_quadrature: str | None = None, lattice_net: str | None = None,
+                 read: str | None = None) -> None:
         check_preset(preset, SEGMENTER_PRESETS, "Segmenter")
         unet = {}
         if preset == "dinet-unet":
             unet = {"widths": [int(w) for w in (widths or (32, 64, 128, 256))],
                     "stem_quadrature": check_stem_quadrature(stem_quadrature or "linear"),
-                    "lattice_net": lattice_net or "conv"}
+                    "lattice_net": lattice_net or "conv",
+                    "read": check_read(read or "cell", READS)}
             if not unet["widths"] or min(unet["widths"]) < 1:
                 raise ValueError(f"widths must be positive channel counts; got {widths!r}")
             if unet["lattice_net"] not in LATTICE_NETS:
                 raise ValueError(f"unknown lattice_net {lattice_net!r}; valid: "
                                  f"{', '.join(map(repr, LATTICE_NETS))}")
-        elif widths is not None or stem_quadrature is not None or lattice_net is not None:
-            raise ValueError(f"widths, stem_quadrature and lattice_net are options of the "
-                             f"dinet-unet preset; got preset {preset!r}")
+        elif any(o is not None for o in (widths, stem_quadrature, lattice_net, read)):
+            raise ValueError(f"widths, stem_quadrature, lattice_net and read are options of "
+                             f"the dinet-unet preset; got preset {preset!r}")
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
                          base_spacing=base_spacing, quadrature=quadrature, kernel=kernel,
                          **unet)
@@ -184,12 +196,15 @@ class Segmenter(DIModel):
 
     @classmethod
     def upgrade_config(cls, config, version):
-        # What format 1 did not record: dinet-unet's widths, weighted stem and DI-layer U-Net.
-        if version != 1:
+        # What formats 1 and 2 did not record: dinet-unet's widths, weighted stem and DI-layer
+        # U-Net (format 1), its head read at the query points (formats 1 and 2).
+        if version not in (1, 2):
             return super().upgrade_config(config, version)
         if config.get("preset", "dinet-unet") == "dinet-unet":
-            config = {**config, "widths": [16, 32, 64, 128], "stem_quadrature": "weights",
-                      "lattice_net": "di"}
+            if version == 1:
+                config = {**config, "widths": [16, 32, 64, 128], "stem_quadrature": "weights",
+                          "lattice_net": "di"}
+            config = {**config, "read": "kernel"}
         return config
 
     def forward(self, x: torch.Tensor, points: PointSet,
@@ -205,6 +220,9 @@ class Segmenter(DIModel):
                 x = image_to_values(self.unet(values_to_image(x, self.lattice)), self.lattice)
             else:
                 x = self.unet(x, self.lattice)
+            if self.config["read"] == "cell":
+                logits = values_to_image(self.head(x, self.lattice), self.lattice)
+                return _read_at(logits, query, "cell")
             return self.head(x, self.lattice, query)
         features, _ = self.body(x, points)
         return self.head(features, points, query)
