@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import dinet.data
+import dinet.points as P
 from dinet.cli import main
 from dinet.data import make_scenes
 from dinet.data.sources import load_source
@@ -84,6 +85,29 @@ def test_segmentation_targets_follow_the_augmented_coordinates(scenes_fields,
     flipped = coords * torch.tensor([-1.0, 1.0])
     labels = data.targets(np.array([3]), flipped[None])
     assert labels.tolist() == [data.scenes.label_field(3, flipped.numpy()).tolist()]
+
+
+def test_segment_loss_of_a_cell_reading_model_is_its_exact_integral(scenes_fields,
+                                                                      fake_fashion_mnist):
+    """Labels and a cell-reading model's logits are constant on each pixel, so the training
+    loss at the pixel centres is the domain integral of the per-point loss: equal to the
+    same loss on a grid four times finer. A model whose logits vary inside a pixel is
+    scored at its input points instead."""
+    torch.manual_seed(0)
+    task, data = get_task("segment"), open_task_data("segment", scenes_fields)
+    model = Segmenter(base_spacing=2 / SIZE, widths=(8, 16)).eval()
+    points, idx = P.sobol(SIZE * SIZE, 2, seed=2), np.array([0, 5])
+    x = data.inputs(idx, points.coords)
+    keep = lambda c: c  # noqa: E731 — no augmentation
+    with torch.no_grad():
+        out, query = task.forward(model, x, points, 0, data)
+        assert query.digest == P.grid((SIZE, SIZE)).digest
+        loss = task.loss(out, data, idx, keep, points, query)[0]
+        fine = P.grid((4 * SIZE, 4 * SIZE))
+        fine_loss = task.loss(model(x, points, fine), data, idx, keep, points, fine)[0]
+        torch.testing.assert_close(loss, fine_loss, rtol=1e-5, atol=0)
+        kernel = Segmenter(**{**model.config, "read": "kernel"}).eval()
+        assert task.forward(kernel, x, points, 0, data)[1] is points
 
 
 def test_scene_options_are_recorded_and_the_scenes_rebuilt_from_them(fake_fashion_mnist,

@@ -182,10 +182,11 @@ class Task:
         """The data named by ``spec``, or a ValueError that says what to pass."""
         raise NotImplementedError
 
-    def forward(self, model, x: torch.Tensor, points: PointSet,
-                seed: int) -> tuple[torch.Tensor, PointSet | None]:
-        """A training step's forward pass: the output and the query points it was read at
-        (None where the output is not a field). ``seed`` draws anything random."""
+    def forward(self, model, x: torch.Tensor, points: PointSet, seed: int,
+                data: TaskData) -> tuple[torch.Tensor, PointSet | None]:
+        """A training step's forward pass on ``data``'s items: the output and the query points
+        it was read at (None where the output is not a field). ``seed`` draws anything
+        random."""
         return model(x, points), None
 
     def loss(self, out: torch.Tensor, data: TaskData, idx: np.ndarray, where,

@@ -82,7 +82,7 @@ class SDFTask(Task):
                 f"--fields balls:2000 to train, balls:500:1 to test); got {spec!r}")
         return SDFData(int(match.group(1)), int(match.group(2) or 0))
 
-    def forward(self, model, x, points, seed):
+    def forward(self, model, x, points, seed, data):
         query = make_points("sobol", SDF_QUERIES, 3, seed=derived_seed(seed, 1))
         return model(x, points, query), query
 

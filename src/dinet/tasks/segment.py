@@ -3,7 +3,7 @@
 The data come from ``dinet fit --source scenes``; the target of a point is the label of the
 pixel cell it falls in (the label maps are regenerated from the seed recorded in the
 manifest and checked against the fitted images' checksum). The loss is the integral of the
-per-point cross-entropy (quadrature-weighted); the metrics are the mean IoU and the pixel
+per-point cross-entropy over the domain; the metrics are the mean IoU and the pixel
 accuracy, at scrambled-Sobol query points and at the pixel centres.
 """
 
@@ -79,11 +79,21 @@ class SegmentTask(Task):
                  else ""))
         return SegmentData(dataset, spec, _regenerate_scenes(dataset, spec))
 
+    def forward(self, model, x, points, seed, data):
+        """The logits where the loss integrates exactly, if there is such a rule: the labels
+        are constant on each pixel, and so are the logits of a model that reads them by
+        lattice cell (``read="cell"``, the segmenters' default), so the pixel centres, each
+        pixel once, give the integral of the loss over the domain; a model whose output varies
+        inside a pixel is read at its input points, their quadrature weights the rule."""
+        config = getattr(model, "module", model).config  # DDP wraps the model
+        query = P.grid((data.size, data.size)) if config.get("read") == "cell" else points
+        return model(x, points, query), query
+
     def loss(self, out, data, idx, where, points, query):
-        target = data.targets(idx, where(points.coords)).to(out.device)
+        target = data.targets(idx, where(query.coords)).to(out.device)
         # The loss is the integral of the per-point loss: quadrature-weighted.
         per_point = F.cross_entropy(out.transpose(1, 2), target, reduction="none")
-        w = (points.weights / points.weights.sum()).to(out.device)
+        w = (query.weights / query.weights.sum()).to(out.device)
         return ((per_point * w).sum(1).mean(), int((out.argmax(-1) == target).sum()),
                 target.numel())
 

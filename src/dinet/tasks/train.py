@@ -155,7 +155,7 @@ def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx:
             noise = torch.randn((len(idx), *x.shape[1:]), generator=gen)[part]
             x = x + task.input_noise * noise.to(x.device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        out, query = task.forward(model, x.to(device), points, seed)
+        out, query = task.forward(model, x.to(device), points, seed, data)
     out = out.float()
     if len(local) == 0:
         return out.sum() * 0.0, 0.0, 0
