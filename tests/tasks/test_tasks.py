@@ -113,15 +113,16 @@ def test_segment_loss_of_a_cell_reading_model_is_its_exact_integral(scenes_field
 def test_scene_options_are_recorded_and_the_scenes_rebuilt_from_them(fake_fashion_mnist,
                                                                      tmp_path):
     images, labels, info = load_source("scenes", limit=5, size=SIZE, seed=2,
-                                       scenes={"scale": (0.5, 0.75), "items": (1, 1)})
+                                       scenes={"scale": (0.5, 0.75), "items": (2, 2)})
     assert labels is None and images.shape == (5, SIZE, SIZE, 1)
-    assert (info["scale"], info["items"], info["n"], info["seed"]) == ([0.5, 0.75], [1, 1], 5,
+    assert (info["scale"], info["items"], info["n"], info["seed"]) == ([0.5, 0.75], [2, 2], 5,
                                                                        2)
-    made = make_scenes(5, seed=2, size=SIZE, source=_items(), scale=(0.5, 0.75), items=(1, 1))
+    made = make_scenes(5, seed=2, size=SIZE, source=_items(), scale=(0.5, 0.75), items=(2, 2))
     np.testing.assert_array_equal(images, made.images)
-    assert (made.num_items == 1).all()
-    # the defaults are the benchmark's, and they are recorded too
-    assert load_source("scenes", limit=2, size=SIZE)[2]["items"] == [1, 2]
+    assert (made.num_items == 2).all()
+    # the defaults are the benchmark's (one item of 0.75-1.0), and they are recorded too
+    defaults = load_source("scenes", limit=2, size=SIZE)[2]
+    assert (defaults["scale"], defaults["items"]) == ([0.75, 1.0], [1, 1])
     path = tmp_path / "opts"
     build_dataset(path, images, None, arch_hparams={"width": 8},
                   fit_options={"max_steps": 5, "meta_steps": 1}, progress=False, source=info)

@@ -48,7 +48,7 @@ def check_read(read: str, valid: tuple[str, ...] = SEGMENT_READS) -> str:
     return read
 
 
-def _read_at(image: torch.Tensor, query: PointSet, read: str = "bilinear") -> torch.Tensor:
+def read_at(image: torch.Tensor, query: PointSet, read: str = "bilinear") -> torch.Tensor:
     """Lookup of ``(B, C, *shape)`` at the query coords → (B, Nq, C): bilinear (trilinear)
     interpolation of the cell centres, or (``read="cell"``) the value of the cell each point
     lies in.
@@ -226,7 +226,7 @@ class GridUNetSegmenter(DIModel):
     def forward(self, x: torch.Tensor, points: PointSet,
                 query: PointSet | None = None) -> torch.Tensor:
         x = self.unet(self.stem(_grid_image(self, x, points, self.size, 2)))
-        return _read_at(self.head(x), points if query is None else query, self.config["read"])
+        return read_at(self.head(x), points if query is None else query, self.config["read"])
 
     @classmethod
     def upgrade_config(cls, config, version):
@@ -261,7 +261,7 @@ class GridCNNSegmenter(DIModel):
         coarse = F.interpolate(self.coarse(fine), size=fine.shape[2:], mode="bilinear",
                                align_corners=False)
         logits = self.decoder(torch.cat([fine, coarse], dim=1))
-        return _read_at(logits, points if query is None else query)
+        return read_at(logits, points if query is None else query)
 
 
 class VoxelCNN3d(DIModel):
@@ -286,4 +286,4 @@ class VoxelCNN3d(DIModel):
 
     def forward(self, x: torch.Tensor, points: PointSet, query: PointSet) -> torch.Tensor:
         image = _grid_image(self, x, points, self.size, 3)
-        return self.scale * torch.tanh(_read_at(self.net(image), query))
+        return self.scale * torch.tanh(read_at(self.net(image), query))

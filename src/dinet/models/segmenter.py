@@ -9,7 +9,7 @@ from ..nn import Coarsened, DIBatchNorm, DIConv, DISequential, Resample, Residua
 from ..nn.base import check_points
 from ..points import PointSet, grid, image_to_values, values_to_image
 from .base import DIModel
-from .baselines import ConvUNet, _read_at, check_read
+from .baselines import ConvUNet, check_read, read_at
 from .blocks import check_preset, check_stem_quadrature, interpolant_grid, residual_block
 from .blocks import conv_block as _conv_block
 
@@ -73,8 +73,9 @@ class LatticeUNet(nn.Module):
 
 
 class Segmenter(DIModel):
-    """A DI-Net segmenter whose last layer is a DIConv evaluated at the query points, so its
-    output is a field of logits that can be read anywhere (e.g. between pixels).
+    """A DI-Net segmenter whose output is a field of logits that can be read anywhere (e.g.
+    between pixels): its last layer is a DIConv evaluated at the query points, or for
+    ``dinet-unet`` on its lattice, read by cell.
 
     Presets:
 
@@ -88,12 +89,11 @@ class Segmenter(DIModel):
       the field's piecewise-linear interpolant over whatever points arrive
       (``stem_quadrature``) onto a fixed lattice — the pixel centres of a (2/base_spacing)²
       grid; a four-level U-Net (``widths`` channels on the lattice, ½, ¼ and ⅛ of its side:
-      a receptive field of the whole canvas) runs there; the query conv (3×3 at one pixel)
-      reads the logits anywhere. Only the stem depends on the input points, so the U-Net on
-      the fixed lattice is by default a conv net (``lattice_net="conv"``,
-      :class:`~dinet.models.baselines.ConvUNet`), and ``GridUNetSegmenter``
-      (``--model cnn``) is the same network with a pixel stem. The head is a 3×3 DIConv on
-      the lattice whose logits a query reads from the lattice cell it lies in (``read``).
+      a receptive field of the whole canvas) runs there; a 3×3 DIConv head at one pixel
+      gives the logits, which a query reads from the lattice cell it lies in (``read``).
+      Only the stem depends on the input points, so the U-Net on the fixed lattice is by
+      default a conv net (``lattice_net="conv"``, :class:`~dinet.models.baselines.ConvUNet`),
+      and ``GridUNetSegmenter`` (``--model cnn``) is the same network with a pixel stem.
 
     Args:
         preset: one of :data:`SEGMENTER_PRESETS`.
@@ -116,7 +116,7 @@ class Segmenter(DIModel):
             (:meth:`DIConv.from_conv <dinet.nn.DIConv.from_conv>`), so nothing is lost but
             the (B, N, C) layout; ``"di"`` (format 1): :class:`LatticeUNet`, the levels built
             of DI layers on the lattice and its prefixes (strided kernels twice as wide,
-            linear MLS upsampling), a training step twice as long on the CPU (0.83 vs 0.40 s,
+            linear MLS upsampling), a training step twice as long on the CPU (0.89 vs 0.42 s,
             batch 32 on a 32×32 lattice, one thread: ``benchmarks/seg_train_step.py``).
         read: ``dinet-unet`` only: how the head reads the logits at a query point.
             ``"cell"`` (default): the head is evaluated at the lattice nodes and a query takes
@@ -222,7 +222,7 @@ class Segmenter(DIModel):
                 x = self.unet(x, self.lattice)
             if self.config["read"] == "cell":
                 logits = values_to_image(self.head(x, self.lattice), self.lattice)
-                return _read_at(logits, query, "cell")
+                return read_at(logits, query, "cell")
             return self.head(x, self.lattice, query)
         features, _ = self.body(x, points)
         return self.head(features, points, query)
