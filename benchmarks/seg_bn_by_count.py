@@ -1,7 +1,7 @@
 """Does a segmenter trained on mixed point counts lose accuracy to its batch-norm statistics?
 Its running statistics average over every count it was trained on, but the features of a
 256-point interpolant are blurrier than those of a 4,096-point one. This scores RUN's model
-on the test scenes (Sobol input, the draw ``dinet eval`` uses, labels at the pixel centres)
+on the test scenes (Sobol input and queries, the draws and scorer of ``dinet eval``)
 as trained, then after re-estimating every batch norm (gradient-free,
 :func:`dinet.nn.reestimate_batchnorm`) on BATCHES batches of 64 training scenes with fresh
 Sobol draws of that count.
@@ -19,23 +19,21 @@ import sys
 import numpy as np
 import torch
 
-import dinet.points as P
 from dinet.models import load_model
 from dinet.nn import reestimate_batchnorm
+from dinet.tasks import get_task
 from dinet.tasks.base import open_task_data
 from dinet.tasks.discretize import make_points
-from dinet.tasks.metrics import confusion, mean_iou
 
 
-@torch.no_grad()
-def score(model, test, points, batch: int = 100) -> float:
-    pixels = P.grid((test.size, test.size))
-    conf = torch.zeros(test.n_classes, test.n_classes, dtype=torch.long)
-    for start in range(0, len(test), batch):
-        idx = np.arange(start, min(start + batch, len(test)))
-        pred = model(test.sample(idx, points), points, pixels).argmax(-1)
-        conf += confusion(pred, test.targets(idx, pixels.coords), test.n_classes)
-    return mean_iou(conf)
+def score(model, test, points) -> float:
+    """mIoU at the Sobol queries, exactly as ``dinet eval`` scores (its scorer and seed)."""
+    scorer = get_task("segment").scorer(test, model, 1234)
+    with torch.no_grad():
+        for start in range(0, len(test), 100):
+            idx = np.arange(start, min(start + 100, len(test)))
+            scorer.add(idx, test.sample(idx, points), points)
+    return scorer.result()["miou"]
 
 
 def main(run: str, train_fields: str, test_fields: str, counts: list[int],
