@@ -386,8 +386,7 @@ def test_dinet_unet_sees_only_the_points_linear_interpolant():
     finer than its lattice (48×48 for a 16×16 lattice): fed the interpolant's values on
     that grid, where nothing is interpolated, it gives the same logits."""
     torch.manual_seed(0)
-    model = Segmenter(base_spacing=H, widths=(8, 16, 32)).eval()
-    assert model.config["stem_quadrature"] == "linear"
+    model = Segmenter(base_spacing=H, widths=(8, 16, 32), stem_quadrature="linear").eval()
     assert model.interpolant_grid.digest == P.grid((48, 48)).digest
     points, query = P.shrunk(N, 2, seed=3), P.sobol(100, 2, seed=4)
     x = torch.randn(2, N, 1)
@@ -398,6 +397,44 @@ def test_dinet_unet_sees_only_the_points_linear_interpolant():
         Segmenter("dinet3", widths=(8,))
     with pytest.raises(ValueError, match="unknown lattice_net 'mlp'; valid: 'conv', 'di'"):
         Segmenter(lattice_net="mlp")
+
+
+def test_dinet_unet_starts_from_the_pixel_unet_exactly():
+    """The default stem (``"nodes"``) reads the points' Delaunay interpolant at the lattice
+    nodes and applies a 3×3 conv: dinet-unet is then the pixel U-Net with an interpolating
+    front, so a trained ``--model cnn`` converts into it (``start_from``, ``dinet train
+    --init``) and on the pixel grid both give the same logits at any query; on other points
+    the converted model sees the interpolant of those points. Other stems, widths, lattices
+    or kernels that are not exact on the grid are refused with what differs."""
+    torch.manual_seed(0)
+    pixel = GridUNetSegmenter(1, 5, size=16, widths=(8, 16))
+    for m in pixel.modules():  # trained-like batch norms, so a wrong copy shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+    pixel.eval()
+    di = Segmenter(n_classes=5, base_spacing=H, widths=(8, 16)).eval()
+    assert di.config["stem_quadrature"] == "nodes"
+    grid, query, x = P.grid((16, 16)), P.sobol(500, 2, seed=1), torch.randn(2, N, 1)
+    expected = pixel(x, grid, query)
+    assert not torch.allclose(di(x, grid, query), expected, atol=1e-2)
+    di.start_from(pixel)
+    torch.testing.assert_close(di(x, grid, query), expected, rtol=1e-5, atol=1e-5)
+    sobol = P.sobol(N, 2, seed=2)
+    filled = di.interpolant(x, sobol, di.lattice)
+    torch.testing.assert_close(di(x, sobol, query), pixel(filled, grid, query), rtol=1e-5,
+                               atol=1e-5)
+    for other, match in ((Segmenter(n_classes=5, base_spacing=H, widths=(8, 16),
+                                    stem_quadrature="linear"), "stem_quadrature 'linear'"),
+                         (Segmenter(n_classes=5, base_spacing=H, widths=(8, 32)), "widths"),
+                         (Segmenter(n_classes=5, base_spacing=H / 2, widths=(8, 16)),
+                          "a 32² lattice vs a 16² grid"),
+                         (Segmenter(n_classes=5, base_spacing=H, widths=(8, 16), kernel="mlp"),
+                          "kernel 'mlp'")):
+        with pytest.raises(ValueError, match=match):
+            other.start_from(pixel)
+    with pytest.raises(ValueError, match="is not this one"):
+        Segmenter("dinet3", base_spacing=H).start_from(di)
 
 
 def test_dinet_unet_format_1_checkpoint_keeps_its_network(tmp_path):

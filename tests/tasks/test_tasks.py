@@ -165,6 +165,15 @@ def test_segmentation_grid_cnn_baseline(scenes_fields, fake_fashion_mnist, tmp_p
     assert results["baseline"]
     assert list(results["metrics"]["miou"]) == ["grid"]  # its own grid only
     assert list(results["metrics"]["miou"]["grid"]) == [str(SIZE * SIZE)]
+    # dinet-unet starts from it (--init): the same weights, then trained on Sobol points
+    di = tmp_path / "di"
+    train(TrainConfig(fields=str(scenes_fields), out=str(di), task="segment", points=64,
+                      epochs=1, batch_size=6, lr=1e-12, weight_decay=0.0, init=str(out)),
+          progress=False)
+    cnn = dict(GridUNetSegmenter.from_checkpoint(out / "model.pt").named_parameters())
+    for name, value in Segmenter.from_checkpoint(di / "model.pt").named_parameters():
+        name = name.replace("stem_norm.", "stem.1.").replace("stem.weight", "stem.0.weight")
+        torch.testing.assert_close(value, cnn[name], rtol=0, atol=1e-8)
 
 
 def test_sdf_trains_and_beats_predicting_zero(tmp_path):

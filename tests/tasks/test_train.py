@@ -263,7 +263,7 @@ def test_init_starts_from_another_runs_weights(fields, tmp_path):
     train(_config(fields, fresh, epochs=1, lr=1e-12, weight_decay=0.0), progress=False)
     c = dict(load_model(fresh / "model.pt").named_parameters())
     assert not all(torch.allclose(p, c[n], atol=1e-3) for n, p in a.named_parameters())
-    with pytest.raises(ValueError, match="--init .*is not the one this run builds"):
+    with pytest.raises(ValueError, match="--init .*is not this one"):
         train(_config(fields, tmp_path / "other", model="dinet4", init=str(first)),
               progress=False)
     with pytest.raises(ValueError, match="no model.pt there"):

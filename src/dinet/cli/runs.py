@@ -70,8 +70,9 @@ def _train_parser(commands) -> None:
                     help="finest kernel lattice step in domain units (default: 2 / image size)")
     tr.add_argument("--init", default=None, metavar="RUN",
                     help="start from the weights of RUN's model (the same model on the same "
-                    "data), e.g. to go on with other point counts; the optimizer and the "
-                    "learning-rate schedule start afresh")
+                    "data), e.g. to go on with other point counts, or start segment's "
+                    "dinet-unet from a --model cnn run (the same network: exact on the "
+                    "grid); the optimizer and the learning-rate schedule start afresh")
     tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
     tr.add_argument("--limit", type=positive_int, default=None,
                     help="train on the first N fields")

@@ -109,6 +109,15 @@ class DIModel(nn.Module):
             )
         return unweighted(points) if self.quadrature == "none" else points
 
+    def start_from(self, source: DIModel) -> None:
+        """Copy ``source``'s weights into this model (``dinet train --init``). ``source`` must
+        be the same class built with the same arguments; a class that can also start from
+        another model (an exact conversion) overrides this. Raises ValueError otherwise."""
+        if type(source) is not type(self) or source.config != self.config:
+            raise ValueError(f"its model ({type(source).__name__} {source.config}) is not this "
+                             f"one ({type(self).__name__} {self.config})")
+        self.load_state_dict(source.state_dict())
+
     # --- checkpoints ---------------------------------------------------------------------
     @classmethod
     def upgrade_config(cls, config: dict[str, Any], version) -> dict[str, Any] | None:

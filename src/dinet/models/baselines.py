@@ -192,8 +192,9 @@ class ConvUNet(nn.Module):
 class GridUNetSegmenter(DIModel):
     """``dinet-unet``'s network as a pixel CNN, the segmentation baseline (``--model cnn``):
     a 3×3 conv-BN-ReLU stem onto the ``size × size`` pixels, the same :class:`ConvUNet`
-    and a 3×3 head whose logits are read at the query points (``read``). Only the stem
-    differs from ``dinet-unet``.
+    and a 3×3 head whose logits are read at the query points (``read``). ``dinet-unet``
+    with its default stem (``stem_quadrature="nodes"``) is this network behind the input
+    points' interpolant, and starts from a trained one exactly (``Segmenter.start_from``).
 
     Args:
         in_channels, n_classes: the field's channels and the label values.

@@ -16,10 +16,10 @@ __all__ = ["check_preset", "check_stem_quadrature", "conv_block", "interpolant_g
 STEM_QUADRATURES = ("weights", "linear")
 
 
-def check_stem_quadrature(value: str) -> str:
-    if value not in STEM_QUADRATURES:
+def check_stem_quadrature(value: str, valid: tuple[str, ...] = STEM_QUADRATURES) -> str:
+    if value not in valid:
         raise ValueError(f"unknown stem_quadrature {value!r}; valid: "
-                         f"{', '.join(map(repr, STEM_QUADRATURES))}")
+                         f"{', '.join(map(repr, valid))}")
     return value
 
 

@@ -9,8 +9,14 @@ from ..nn import Coarsened, DIBatchNorm, DIConv, DISequential, Resample, Residua
 from ..nn.base import check_points
 from ..points import PointSet, grid, image_to_values, values_to_image
 from .base import DIModel
-from .baselines import ConvUNet, check_read, read_at
-from .blocks import check_preset, check_stem_quadrature, interpolant_grid, residual_block
+from .baselines import ConvUNet, GridUNetSegmenter, check_read, read_at
+from .blocks import (
+    STEM_QUADRATURES,
+    check_preset,
+    check_stem_quadrature,
+    interpolant_grid,
+    residual_block,
+)
 from .blocks import conv_block as _conv_block
 
 __all__ = ["Segmenter", "SEGMENTER_PRESETS"]
@@ -19,6 +25,8 @@ SEGMENTER_PRESETS = ("dinet3", "dinet5", "dinet-unet")
 LATTICE_NETS = ("conv", "di")
 #: How dinet-unet's head reads its logits at a query point (see ``Segmenter``'s ``read``).
 READS = ("cell", "kernel")
+#: How dinet-unet's stem reads the input points (see ``Segmenter``'s ``stem_quadrature``).
+SEGMENT_STEMS = (*STEM_QUADRATURES, "nodes")
 
 
 def _up(spacing: float) -> Resample:
@@ -84,16 +92,16 @@ class Segmenter(DIModel):
     - ``"dinet5"`` (DI-Net-5): 16 channels; a stem conv, a coarser level (¼ of the points,
       two convs) upsampled and added back to the stem's output (the skip), a conv, the query
       conv.
-    - ``"dinet-unet"`` (default): a stem DIConv in→``widths[0]`` with a smooth learned kernel
-      (32 MLP basis functions, 5×5 lattice at half a pixel, ``base_spacing / 2``) integrates
-      the field's piecewise-linear interpolant over whatever points arrive
-      (``stem_quadrature``) onto a fixed lattice — the pixel centres of a (2/base_spacing)²
-      grid; a four-level U-Net (``widths`` channels on the lattice, ½, ¼ and ⅛ of its side:
-      a receptive field of the whole canvas) runs there; a 3×3 DIConv head at one pixel
+    - ``"dinet-unet"`` (default): a stem reads the field's piecewise-linear interpolant over
+      whatever points arrive (``stem_quadrature``) onto a fixed lattice — the pixel centres
+      of a (2/base_spacing)² grid — and a 3×3 DIConv maps it to ``widths[0]`` channels; a
+      four-level U-Net (``widths`` channels on the lattice, ½, ¼ and ⅛ of its side: a
+      receptive field of the whole canvas) runs there; a 3×3 DIConv head at one pixel
       gives the logits, which a query reads from the lattice cell it lies in (``read``).
       Only the stem depends on the input points, so the U-Net on the fixed lattice is by
       default a conv net (``lattice_net="conv"``, :class:`~dinet.models.baselines.ConvUNet`),
-      and ``GridUNetSegmenter`` (``--model cnn``) is the same network with a pixel stem.
+      and ``GridUNetSegmenter`` (``--model cnn``) is the same network on pixels — with the
+      default stem exactly, on the pixel grid (:meth:`start_from`).
 
     Args:
         preset: one of :data:`SEGMENTER_PRESETS`.
@@ -104,12 +112,16 @@ class Segmenter(DIModel):
         kernel: the convolutions' kernel family, ``"spline"`` (default) or ``"mlp"``.
         widths: ``dinet-unet`` only: channels per U-Net level, finest first; default
             (32, 64, 128, 256) ((16, 32, 64, 128) in format 1).
-        stem_quadrature: ``dinet-unet`` only: ``"linear"`` (default): the stem integrates
-            the points' piecewise-linear interpolant (Delaunay), read on a grid three times
-            finer than the lattice, as one ``conv2d`` — see
-            :class:`~dinet.models.Classifier`; ``"weights"`` (format 1): the sum over the input
-            points with their quadrature weights, a 5×5 stem at one pixel with 16 basis
-            functions.
+        stem_quadrature: ``dinet-unet`` only: ``"nodes"`` (default): the points' Delaunay
+            interpolant read at the lattice nodes, then a 3×3 DIConv on the lattice — on the
+            pixel grid the values as they are, so the model is exactly the pixel U-Net
+            (``--model cnn``) there and a trained one starts it (:meth:`start_from`);
+            ``"linear"`` (format 3's default): the interpolant read on a grid three times
+            finer than the lattice and integrated against a 5×5 learned kernel at half a
+            pixel (32 MLP basis functions), as one ``conv2d`` — see
+            :class:`~dinet.models.Classifier`; ``"weights"`` (format 1): the sum over the
+            input points with their quadrature weights, a 5×5 stem at one pixel with 16
+            basis functions.
         lattice_net: ``dinet-unet`` only: the U-Net on the lattice. ``"conv"`` (default):
             :class:`~dinet.models.baselines.ConvUNet` run as ``conv2d`` on the lattice's
             image — each of its convolutions on that grid is a DIConv exactly
@@ -145,7 +157,8 @@ class Segmenter(DIModel):
         unet = {}
         if preset == "dinet-unet":
             unet = {"widths": [int(w) for w in (widths or (32, 64, 128, 256))],
-                    "stem_quadrature": check_stem_quadrature(stem_quadrature or "linear"),
+                    "stem_quadrature": check_stem_quadrature(stem_quadrature or "nodes",
+                                                             SEGMENT_STEMS),
                     "lattice_net": lattice_net or "conv",
                     "read": check_read(read or "cell", READS)}
             if not unet["widths"] or min(unet["widths"]) < 1:
@@ -180,7 +193,11 @@ class Segmenter(DIModel):
             self.lattice = grid((side, side))
             width = unet["widths"][0]
             self.interpolant = None
-            if unet["stem_quadrature"] == "linear":
+            if unet["stem_quadrature"] == "nodes":
+                self.stem = DIConv(in_channels, width, 3, spacing=h, bias=False)
+                self.interpolant = Resample("delaunay")
+                self.interpolant_grid = self.lattice
+            elif unet["stem_quadrature"] == "linear":
                 self.stem = DIConv(in_channels, width, 5, spacing=h / 2, bias=False,
                                    kernel="mlp", n_basis=32, grid_fast_path=True)
                 self.interpolant = Resample("delaunay")
@@ -193,6 +210,34 @@ class Segmenter(DIModel):
             else:
                 self.unet = LatticeUNet(tuple(unet["widths"]), h, kernel=kernel)
         self.head = DIConv(width, n_classes, 3, spacing=h, kernel=kernel)
+
+    def start_from(self, source: DIModel) -> None:
+        """Copy ``source``'s weights (``dinet train --init``): a ``Segmenter`` built with the
+        same arguments, or — for ``dinet-unet`` with ``stem_quadrature="nodes"`` — the pixel
+        U-Net (:class:`~dinet.models.baselines.GridUNetSegmenter`, ``--model cnn``) of the
+        same widths on a grid of the lattice's size: then the two are the same network, and
+        on that grid this model's logits are the U-Net's (its stem reads the grid's values
+        as they are and every lattice convolution is the U-Net's ``conv2d``)."""
+        if not isinstance(source, GridUNetSegmenter):
+            return super().start_from(source)
+        mine, theirs = self.config, source.config
+        keys = ("in_channels", "n_classes", "widths", "read")
+        problems = [f"{k} {mine.get(k)!r} vs {theirs[k]!r}" for k in keys
+                    if mine.get(k) != theirs[k]]
+        if mine.get("stem_quadrature") != "nodes":
+            problems.append(f"stem_quadrature {mine.get('stem_quadrature')!r} (needs 'nodes')")
+        if mine["kernel"] not in ("spline", "cubic"):
+            problems.append(f"kernel {mine['kernel']!r} (needs one exact on the grid: "
+                            "'spline' or 'cubic')")
+        if self.config["preset"] == "dinet-unet" and theirs["size"] != self.lattice.shape[0]:
+            problems.append(f"a {self.lattice.shape[0]}² lattice vs a {theirs['size']}² grid")
+        if problems:
+            raise ValueError("a pixel U-Net converts into dinet-unet only with the same "
+                             "network: " + "; ".join(problems))
+        state = source.state_dict()
+        renamed = {"stem.0.": "stem.", "stem.1.": "stem_norm."}
+        self.load_state_dict({next((new + k[len(old):] for old, new in renamed.items()
+                                    if k.startswith(old)), k): v for k, v in state.items()})
 
     @classmethod
     def upgrade_config(cls, config, version):

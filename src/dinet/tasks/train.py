@@ -115,15 +115,14 @@ def build_model(config: TrainConfig, data: TaskData) -> DIModel:
 
 
 def _start_from(model: DIModel, run: str) -> None:
-    """Load the weights of ``run``'s model into ``model``, which must be the same model (class
-    and constructor arguments)."""
-    source = load_model(Path(run) / "model.pt")
-    if type(source) is not type(model) or source.config != model.config:
+    """Load the weights of ``run``'s model into ``model`` (:meth:`DIModel.start_from`)."""
+    try:
+        model.start_from(load_model(Path(run) / "model.pt"))
+    except ValueError as err:
         raise ValueError(
-            f"--init {run}: its model ({type(source).__name__} {source.config}) is not the one "
-            f"this run builds ({type(model).__name__} {model.config}) — start from a run of "
-            "the same --model, --kernel, --base-spacing and --quadrature on the same data")
-    model.load_state_dict(source.state_dict())
+            f"--init {run}: {err} — start from a run of the same --model, --kernel, "
+            "--base-spacing and --quadrature on the same data (or of a model this one "
+            "converts from)") from None
 
 
 def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx: np.ndarray,
