@@ -2,7 +2,9 @@
 trained on its grid (``cnn-res`` for classification, ``cnn`` for segmentation) reads the
 piecewise-linear (Delaunay) interpolant of the test fields' values at N points of each
 discretization, resampled onto its grid — the same reconstruction the DI models' stems
-integrate (``dinet-res`` format 3, ``dinet-unet`` format 2 on). Where the pixel network also
+integrate (``dinet-res`` format 3, ``dinet-unet`` format 2 on); for segmentation it is what
+``dinet-unet``'s default ``"nodes"`` stem gives a converted ``cnn`` (``dinet train --init``)
+before its first gradient step. Where the pixel network also
 loses accuracy, the points lack the detail; where only the DI model does, the model is at
 fault. Zero-shot: the pixel network never saw an interpolant, so this bounds what the points
 hold from below.

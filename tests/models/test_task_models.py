@@ -427,6 +427,8 @@ def test_dinet_unet_starts_from_the_pixel_unet_exactly():
     for other, match in ((Segmenter(n_classes=5, base_spacing=H, widths=(8, 16),
                                     stem_quadrature="linear"), "stem_quadrature 'linear'"),
                          (Segmenter(n_classes=5, base_spacing=H, widths=(8, 32)), "widths"),
+                         (Segmenter(n_classes=5, base_spacing=H, widths=(8, 16),
+                                    lattice_net="di"), "lattice_net 'di'"),
                          (Segmenter(n_classes=5, base_spacing=H / 2, widths=(8, 16)),
                           "a 32² lattice vs a 16² grid"),
                          (Segmenter(n_classes=5, base_spacing=H, widths=(8, 16), kernel="mlp"),

@@ -224,8 +224,9 @@ class Segmenter(DIModel):
         keys = ("in_channels", "n_classes", "widths", "read")
         problems = [f"{k} {mine.get(k)!r} vs {theirs[k]!r}" for k in keys
                     if mine.get(k) != theirs[k]]
-        if mine.get("stem_quadrature") != "nodes":
-            problems.append(f"stem_quadrature {mine.get('stem_quadrature')!r} (needs 'nodes')")
+        for key, needed in (("stem_quadrature", "nodes"), ("lattice_net", "conv")):
+            if mine.get(key) != needed:
+                problems.append(f"{key} {mine.get(key)!r} (needs {needed!r})")
         if mine["kernel"] not in ("spline", "cubic"):
             problems.append(f"kernel {mine['kernel']!r} (needs one exact on the grid: "
                             "'spline' or 'cubic')")

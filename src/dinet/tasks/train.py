@@ -116,8 +116,9 @@ def build_model(config: TrainConfig, data: TaskData) -> DIModel:
 
 def _start_from(model: DIModel, run: str) -> None:
     """Load the weights of ``run``'s model into ``model`` (:meth:`DIModel.start_from`)."""
+    source = load_model(Path(run) / "model.pt")
     try:
-        model.start_from(load_model(Path(run) / "model.pt"))
+        model.start_from(source)
     except ValueError as err:
         raise ValueError(
             f"--init {run}: {err} — start from a run of the same --model, --kernel, "
