@@ -23,6 +23,7 @@ from dinet.models import (
     load_model,
     unweighted,
 )
+from dinet.models.segmenter import node_spacing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -439,6 +440,29 @@ def test_dinet_unet_starts_from_the_pixel_unet_exactly():
         Segmenter("dinet3", base_spacing=H).start_from(di)
 
 
+def test_dinet_unet_reads_each_nodes_distance_to_the_points():
+    """``spacing_input`` (the default with the nodes stem) gives the stem a second channel:
+    each lattice node's distance to the nearest input point in pixels — 0 on the pixel grid,
+    about half a pixel on 1,024 Sobol points, larger where points are sparse — so the network
+    can tell where the interpolant is guessing. Without it the stem sees the pixels only."""
+    lattice = P.grid((32, 32))
+    assert torch.equal(node_spacing(lattice, lattice), torch.zeros(1, 1024, 1))
+    dense, sparse = node_spacing(P.sobol(1024, 2, seed=0), lattice), \
+        node_spacing(P.sobol(256, 2, seed=0), lattice)
+    assert 0.2 < float(dense.mean()) < 0.6 < float(sparse.mean()) < 1.2
+    torch.manual_seed(0)
+    with_spacing = Segmenter(n_classes=5, base_spacing=H, widths=(8, 16)).eval()
+    assert with_spacing.config["spacing_input"] and with_spacing.stem.in_channels == 2
+    plain = Segmenter(n_classes=5, base_spacing=H, widths=(8, 16), spacing_input=False).eval()
+    state = with_spacing.state_dict()
+    plain.load_state_dict({**state, "stem.weight": state["stem.weight"][:, :1]})
+    grid, sobol, x = P.grid((16, 16)), P.sobol(N, 2, seed=1), torch.randn(2, N, 1)
+    torch.testing.assert_close(with_spacing(x, grid), plain(x, grid), rtol=0, atol=0)
+    assert (with_spacing(x, sobol) - plain(x, sobol)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="spacing_input is an input of the 'nodes' stem"):
+        Segmenter(stem_quadrature="linear", spacing_input=True)
+
+
 def test_dinet_unet_format_1_checkpoint_keeps_its_network(tmp_path):
     """A format-1 dinet-unet checkpoint recorded neither widths, stem nor lattice net: it rebuilds
     the 16–128-channel DI-layer U-Net with the weighted one-pixel stem it was trained with,
@@ -483,10 +507,11 @@ def test_segmenters_read_logits_by_cell(kind, tmp_path):
     torch.manual_seed(0)
     side = 16
     if kind == "dinet-unet":
-        model, old_read, version = Segmenter(base_spacing=2 / side, widths=(8, 16)), "kernel", 2
+        model = Segmenter(base_spacing=2 / side, widths=(8, 16), stem_quadrature="linear")
+        old_read, version, dropped = "kernel", 2, ("read", "spacing_input")
     else:
-        model, old_read, version = GridUNetSegmenter(1, 11, size=side, widths=(8, 16)), \
-            "bilinear", 1
+        model = GridUNetSegmenter(1, 11, size=side, widths=(8, 16))
+        old_read, version, dropped = "bilinear", 1, ("read",)
     model.eval()
     assert model.config["read"] == "cell"
     centres = P.grid((side, side))
@@ -498,7 +523,7 @@ def test_segmenters_read_logits_by_cell(kind, tmp_path):
     old.load_state_dict(model.state_dict())
     torch.testing.assert_close(old(x, centres, centres), at_centres, rtol=1e-5, atol=1e-5)
     assert (old(x, centres, inside) - at_centres).abs().max() > 1e-2
-    loaded = _as_format(old, tmp_path, version, ("read",))
+    loaded = _as_format(old, tmp_path, version, dropped)
     assert loaded.config["read"] == old_read
     torch.testing.assert_close(loaded(x, centres, inside), old(x, centres, inside), rtol=0,
                                atol=0)

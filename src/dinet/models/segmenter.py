@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from scipy.spatial import cKDTree
 from torch import nn
 
 from ..nn import Coarsened, DIBatchNorm, DIConv, DISequential, Resample, Residual
@@ -27,6 +28,16 @@ LATTICE_NETS = ("conv", "di")
 READS = ("cell", "kernel")
 #: How dinet-unet's stem reads the input points (see ``Segmenter``'s ``stem_quadrature``).
 SEGMENT_STEMS = (*STEM_QUADRATURES, "nodes")
+
+
+def node_spacing(points: PointSet, lattice: PointSet) -> torch.Tensor:
+    """Each lattice node's distance to the nearest of ``points``, in units of the lattice's
+    step (its first axis), as ``(1, N_lattice, 1)`` float32 — 0 where a point sits on the
+    node, so 0 everywhere on the lattice's own grid."""
+    step = 2.0 / lattice.shape[0]
+    dist, _ = cKDTree(points.coords.double().cpu().numpy()).query(
+        lattice.coords.double().cpu().numpy())
+    return torch.as_tensor(dist / step, dtype=torch.float32).reshape(1, -1, 1)
 
 
 def _up(spacing: float) -> Resample:
@@ -94,7 +105,8 @@ class Segmenter(DIModel):
       conv.
     - ``"dinet-unet"`` (default): a stem reads the field's piecewise-linear interpolant over
       whatever points arrive (``stem_quadrature``) onto a fixed lattice — the pixel centres
-      of a (2/base_spacing)² grid — and a 3×3 DIConv maps it to ``widths[0]`` channels; a
+      of a (2/base_spacing)² grid — and a 3×3 DIConv maps it (with each node's distance to
+      the points, ``spacing_input``) to ``widths[0]`` channels; a
       four-level U-Net (``widths`` channels on the lattice, ½, ¼ and ⅛ of its side: a
       receptive field of the whole canvas) runs there; a 3×3 DIConv head at one pixel
       gives the logits, which a query reads from the lattice cell it lies in (``read``).
@@ -122,13 +134,18 @@ class Segmenter(DIModel):
             :class:`~dinet.models.Classifier`; ``"weights"`` (format 1): the sum over the
             input points with their quadrature weights, a 5×5 stem at one pixel with 16
             basis functions.
+        spacing_input: ``dinet-unet`` with the ``"nodes"`` stem only (default there: True;
+            False in formats 1–3): the stem also reads each lattice node's distance to the
+            nearest input point, in pixels (:func:`node_spacing`) — 0 on the pixel grid,
+            larger where the points are sparse — so the network knows where the
+            interpolant is guessing. Its stem weights start at zero in :meth:`start_from`.
         lattice_net: ``dinet-unet`` only: the U-Net on the lattice. ``"conv"`` (default):
             :class:`~dinet.models.baselines.ConvUNet` run as ``conv2d`` on the lattice's
             image — each of its convolutions on that grid is a DIConv exactly
             (:meth:`DIConv.from_conv <dinet.nn.DIConv.from_conv>`), so nothing is lost but
             the (B, N, C) layout; ``"di"`` (format 1): :class:`LatticeUNet`, the levels built
             of DI layers on the lattice and its prefixes (strided kernels twice as wide,
-            linear MLS upsampling), a training step twice as long on the CPU (0.89 vs 0.42 s,
+            linear MLS upsampling), a training step twice as long on the CPU (0.84 vs 0.40 s,
             batch 32 on a 32×32 lattice, one thread: ``benchmarks/seg_train_step.py``).
         read: ``dinet-unet`` only: how the head reads the logits at a query point.
             ``"cell"`` (default): the head is evaluated at the lattice nodes and a query takes
@@ -146,13 +163,14 @@ class Segmenter(DIModel):
     # 2: dinet-unet's widths recorded (32..256 by default), its stem integrates the points'
     # piecewise-linear interpolant (stem_quadrature="linear"), its U-Net a conv net (lattice_net)
     # 3: dinet-unet reads its logits by lattice cell (read="cell")
-    FORMAT_VERSION = 3
+    # 4: dinet-unet's stem may read each node's distance to the points (spacing_input)
+    FORMAT_VERSION = 4
 
     def __init__(self, preset: str = "dinet-unet", in_channels: int = 1, n_classes: int = 11,
                  base_spacing: float = 2 / 32, quadrature: str = "weights",
                  kernel: str = "spline", widths: tuple[int, ...] | None = None,
                  stem_quadrature: str | None = None, lattice_net: str | None = None,
-                 read: str | None = None) -> None:
+                 read: str | None = None, spacing_input: bool | None = None) -> None:
         check_preset(preset, SEGMENTER_PRESETS, "Segmenter")
         unet = {}
         if preset == "dinet-unet":
@@ -161,13 +179,20 @@ class Segmenter(DIModel):
                                                              SEGMENT_STEMS),
                     "lattice_net": lattice_net or "conv",
                     "read": check_read(read or "cell", READS)}
+            unet["spacing_input"] = (unet["stem_quadrature"] == "nodes"
+                                     if spacing_input is None else bool(spacing_input))
             if not unet["widths"] or min(unet["widths"]) < 1:
                 raise ValueError(f"widths must be positive channel counts; got {widths!r}")
+            if unet["spacing_input"] and unet["stem_quadrature"] != "nodes":
+                raise ValueError("spacing_input is an input of the 'nodes' stem; got "
+                                 f"stem_quadrature={unet['stem_quadrature']!r}")
             if unet["lattice_net"] not in LATTICE_NETS:
                 raise ValueError(f"unknown lattice_net {lattice_net!r}; valid: "
                                  f"{', '.join(map(repr, LATTICE_NETS))}")
-        elif any(o is not None for o in (widths, stem_quadrature, lattice_net, read)):
-            raise ValueError(f"widths, stem_quadrature, lattice_net and read are options of "
+        elif any(o is not None for o in (widths, stem_quadrature, lattice_net, read,
+                                         spacing_input)):
+            raise ValueError(f"widths, stem_quadrature, lattice_net, read and spacing_input "
+                             f"are options of "
                              f"the dinet-unet preset; got preset {preset!r}")
         super().__init__(preset=preset, in_channels=in_channels, n_classes=n_classes,
                          base_spacing=base_spacing, quadrature=quadrature, kernel=kernel,
@@ -194,7 +219,8 @@ class Segmenter(DIModel):
             width = unet["widths"][0]
             self.interpolant = None
             if unet["stem_quadrature"] == "nodes":
-                self.stem = DIConv(in_channels, width, 3, spacing=h, bias=False)
+                extra = int(unet["spacing_input"])
+                self.stem = DIConv(in_channels + extra, width, 3, spacing=h, bias=False)
                 self.interpolant = Resample("delaunay")
                 self.interpolant_grid = self.lattice
             elif unet["stem_quadrature"] == "linear":
@@ -217,7 +243,8 @@ class Segmenter(DIModel):
         U-Net (:class:`~dinet.models.baselines.GridUNetSegmenter`, ``--model cnn``) of the
         same widths on a grid of the lattice's size: then the two are the same network, and
         on that grid this model's logits are the U-Net's (its stem reads the grid's values
-        as they are and every lattice convolution is the U-Net's ``conv2d``)."""
+        as they are, the spacing channel, 0 there, gets zero weights, and every lattice
+        convolution is the U-Net's ``conv2d``)."""
         if not isinstance(source, GridUNetSegmenter):
             return super().start_from(source)
         mine, theirs = self.config, source.config
@@ -235,7 +262,10 @@ class Segmenter(DIModel):
         if problems:
             raise ValueError("a pixel U-Net converts into dinet-unet only with the same "
                              "network: " + "; ".join(problems))
-        state = source.state_dict()
+        state = dict(source.state_dict())
+        if mine["spacing_input"]:  # the spacing channel starts unused: exact on the grid
+            stem = state["stem.0.weight"]
+            state["stem.0.weight"] = torch.cat([stem, stem.new_zeros(stem[:, :1].shape)], 1)
         renamed = {"stem.0.": "stem.", "stem.1.": "stem_norm."}
         self.load_state_dict({next((new + k[len(old):] for old, new in renamed.items()
                                     if k.startswith(old)), k): v for k, v in state.items()})
@@ -244,13 +274,15 @@ class Segmenter(DIModel):
     def upgrade_config(cls, config, version):
         # What formats 1 and 2 did not record: dinet-unet's widths, weighted stem and DI-layer
         # U-Net (format 1), its head read at the query points (formats 1 and 2).
-        if version not in (1, 2):
+        if version not in (1, 2, 3):
             return super().upgrade_config(config, version)
         if config.get("preset", "dinet-unet") == "dinet-unet":
             if version == 1:
                 config = {**config, "widths": [16, 32, 64, 128], "stem_quadrature": "weights",
                           "lattice_net": "di"}
-            config = {**config, "read": "kernel"}
+            if version in (1, 2):
+                config = {**config, "read": "kernel"}
+            config = {**config, "spacing_input": False}
         return config
 
     def forward(self, x: torch.Tensor, points: PointSet,
@@ -259,8 +291,11 @@ class Segmenter(DIModel):
         query = points if query is None else check_points(query, 2, "query")
         if self.config["preset"] == "dinet-unet":
             if self.interpolant is not None:
-                x = self.interpolant(x, points, self.interpolant_grid)
-                points = self.interpolant_grid
+                filled = self.interpolant(x, points, self.interpolant_grid)
+                if self.config.get("spacing_input"):
+                    filled = torch.cat([filled, node_spacing(points, self.lattice).to(
+                        x).expand(len(x), -1, -1)], dim=-1)
+                x, points = filled, self.interpolant_grid
             x = torch.relu(self.stem_norm(self.stem(x, points, self.lattice), self.lattice))
             if self.config["lattice_net"] == "conv":
                 x = image_to_values(self.unet(values_to_image(x, self.lattice)), self.lattice)
