@@ -440,7 +440,7 @@ def test_dinet_unet_starts_from_the_pixel_unet_exactly():
         Segmenter("dinet3", base_spacing=H).start_from(di)
 
 
-def test_dinet_unet_reads_each_nodes_distance_to_the_points():
+def test_dinet_unet_reads_each_nodes_distance_to_the_points(tmp_path):
     """``spacing_input`` (the default with the nodes stem) gives the stem a second channel:
     each lattice node's distance to the nearest input point in pixels — 0 on the pixel grid,
     about half a pixel on 1,024 Sobol points, larger where points are sparse — so the network
@@ -461,6 +461,9 @@ def test_dinet_unet_reads_each_nodes_distance_to_the_points():
     assert (with_spacing(x, sobol) - plain(x, sobol)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="spacing_input is an input of the 'nodes' stem"):
         Segmenter(stem_quadrature="linear", spacing_input=True)
+    loaded = _as_format(plain, tmp_path, 3, ("spacing_input",))  # format 3 had no channel
+    assert loaded.config["spacing_input"] is False and loaded.stem.in_channels == 1
+    torch.testing.assert_close(loaded(x, sobol), plain(x, sobol), rtol=0, atol=0)
 
 
 def test_dinet_unet_format_1_checkpoint_keeps_its_network(tmp_path):
