@@ -272,8 +272,9 @@ class Segmenter(DIModel):
 
     @classmethod
     def upgrade_config(cls, config, version):
-        # What formats 1 and 2 did not record: dinet-unet's widths, weighted stem and DI-layer
-        # U-Net (format 1), its head read at the query points (formats 1 and 2).
+        # What formats 1-3 did not record: dinet-unet's widths, weighted stem and DI-layer
+        # U-Net (format 1), its head read at the query points (formats 1 and 2), that its stem
+        # read no spacing channel (formats 1-3).
         if version not in (1, 2, 3):
             return super().upgrade_config(config, version)
         if config.get("preset", "dinet-unet") == "dinet-unet":
@@ -292,7 +293,7 @@ class Segmenter(DIModel):
         if self.config["preset"] == "dinet-unet":
             if self.interpolant is not None:
                 filled = self.interpolant(x, points, self.interpolant_grid)
-                if self.config.get("spacing_input"):
+                if self.config["spacing_input"]:
                     filled = torch.cat([filled, node_spacing(points, self.lattice).to(
                         x).expand(len(x), -1, -1)], dim=-1)
                 x, points = filled, self.interpolant_grid
