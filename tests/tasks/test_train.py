@@ -69,6 +69,28 @@ def test_registering_a_discretization_from_outside(monkeypatch, fields, tmp_path
         register_discretization("npz:x", lambda n, d, s: None)
 
 
+def test_a_mixture_draws_one_of_its_kinds_per_seed(fields, tmp_path):
+    kinds = ("sobol", "random", "shrunk")
+    drawn = []
+    for seed in range(30):
+        points = make_points("+".join(kinds), 64, seed=seed)
+        same = [k for k in kinds if make_points(k, 64, seed=seed) == points]
+        assert len(same) == 1  # exactly the draw of one of its kinds for that seed
+        drawn.append(same[0])
+    assert set(drawn) == set(kinds)
+    # the paper's mixed training is the mixture of its three kinds, seed for seed
+    assert all(make_points("mixed", 64, seed=s) == make_points("grid+sobol+shrunk", 64, seed=s)
+               for s in range(10))
+    assert is_randomised("grid+sobol") and not is_randomised("grid+grid")
+    with pytest.raises(ValueError, match="names 'hex', not a registered kind"):
+        make_points("sobol+hex", 64)
+    with pytest.raises(ValueError, match="perfect square"):  # every kind checked up front
+        train(_config(fields, tmp_path / "bad", discretization="sobol+grid", points=60))
+    last = train(_config(fields, tmp_path / "run", epochs=1, discretization="sobol+random"),
+                 progress=False)
+    assert 0 <= last["accuracy"] <= 1
+
+
 def test_grid_needs_a_square():
     with pytest.raises(ValueError, match="perfect square.*64 or 81"):
         make_points("grid", 70)

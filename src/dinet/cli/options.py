@@ -116,8 +116,9 @@ def json_out(parser: argparse.ArgumentParser, path: str) -> None:
 
 def kinds_help() -> str:
     """The registered discretizations, for help texts (``dinet.tasks.discretize``)."""
-    from ..tasks.discretize import FILE_PREFIX, describe
+    from ..tasks.discretize import FILE_PREFIX, MIX, describe
 
     text = (f"{describe()}; {FILE_PREFIX}FILE: your own (N, d) coordinates (key 'coords', "
-            "optional 'weights'; Voronoi weights otherwise)")
+            f"optional 'weights'; Voronoi weights otherwise); A{MIX}B{MIX}...: a mixture, each "
+            f"draw one of the kinds (e.g. sobol{MIX}random; repeat a kind to draw it more)")
     return text.replace("%", "%%")  # argparse formats help with %

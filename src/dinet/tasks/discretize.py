@@ -2,7 +2,8 @@
 
 One registry that ``dinet train --discretization``, ``dinet eval --discretizations`` and the
 CLI's help read their choices from. Add a kind with :func:`register_discretization`; a
-user's own coordinates are the kind ``npz:FILE``.
+user's own coordinates are the kind ``npz:FILE``; ``A+B+...`` is a mixture of registered kinds
+(each seed draws one of them; see :func:`components`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from .._io import read_arrays
 
 __all__ = [
     "FILE_PREFIX",
+    "MIX",
     "check_discretization",
+    "components",
     "discretizations",
     "is_randomised",
     "make_points",
@@ -29,6 +32,10 @@ __all__ = [
 #: ``npz:FILE`` — a user's point set: an ``(N, d)`` array (``coords`` or the only array),
 #: optional ``weights`` ``(N,)``; without weights, their Voronoi cells (``from_coords``).
 FILE_PREFIX = "npz:"
+
+#: ``A+B+...`` — a mixture: each seed draws one of the kinds, uniformly (name a kind twice
+#: to draw it twice as often).
+MIX = "+"
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,9 @@ def register_discretization(name: str, make: Callable[[int, int, int | None], P.
     """Make ``make(n, dim, seed)`` available as the discretization ``name`` everywhere
     (training, evaluation, the CLI). ``randomised``: a fresh draw per seed (``False``: the
     same points whatever the seed, like ``grid``)."""
-    if not isinstance(name, str) or not name or ":" in name or "," in name:
-        raise ValueError(f"a discretization name is a non-empty string without ':' or ','; "
-                         f"got {name!r}")
+    if not isinstance(name, str) or not name or any(c in name for c in ":," + MIX):
+        raise ValueError(f"a discretization name is a non-empty string without ':', ',' or "
+                         f"'{MIX}'; got {name!r}")
     if not callable(make):
         raise ValueError(f"make must be callable (n, dim, seed) -> PointSet; got {make!r}")
     _KINDS[name] = _Kind(make, bool(randomised), help)
@@ -64,27 +71,51 @@ def describe() -> str:
     return "; ".join(f"{name}: {kind.help}" for name, kind in _KINDS.items())
 
 
+def components(kind: str) -> tuple[str, ...]:
+    """The kinds a discretization draws from: ``("sobol", "random")`` for the mixture
+    ``"sobol+random"``, ``(kind,)`` for any other."""
+    if isinstance(kind, str) and MIX in kind and not _is_file(kind):
+        return tuple(kind.split(MIX))
+    return (kind,)
+
+
 def check_discretization(kind) -> str:
-    """``kind`` if it names a registered discretization or ``npz:FILE``, else a ValueError
-    naming the valid choices."""
+    """``kind`` if it names a registered discretization, ``npz:FILE`` or a mixture ``A+B+...``
+    of registered kinds, else a ValueError naming the valid choices."""
     if isinstance(kind, str) and (kind in _KINDS or _is_file(kind)):
         return kind
-    raise ValueError(f"unknown discretization {kind!r}; valid: {', '.join(_KINDS)} or "
-                     f"{FILE_PREFIX}FILE (your own coordinates)")
+    parts = components(kind)
+    if len(parts) > 1 and all(part in _KINDS for part in parts):
+        return kind
+    unknown = [part for part in parts if part not in _KINDS]
+    what = (f"unknown discretization {kind!r}" if len(parts) == 1 else
+            f"the mixture {kind!r} names {', '.join(map(repr, unknown))}, not a registered "
+            f"kind ({FILE_PREFIX}FILE cannot be mixed)")
+    raise ValueError(f"{what}; valid: {', '.join(_KINDS)}, {FILE_PREFIX}FILE (your own "
+                     f"coordinates) or a mixture such as sobol{MIX}random")
 
 
 def is_randomised(kind: str) -> bool:
-    """Whether ``kind`` is a fresh draw for every seed (``npz:FILE`` is fixed)."""
-    return not _is_file(kind) and _KINDS[check_discretization(kind)].randomised
+    """Whether ``kind`` is a fresh draw for every seed (``npz:FILE`` is fixed; a mixture is
+    randomised, since each seed draws one of its kinds)."""
+    check_discretization(kind)
+    if _is_file(kind):
+        return False
+    parts = components(kind)
+    return len(set(parts)) > 1 or any(_KINDS[part].randomised for part in parts)
 
 
 def make_points(kind: str, n: int, dim: int = 2, seed: int | None = 0) -> P.PointSet:
     """The ``n``-point discretization ``kind`` of [-1, 1]^dim for a seed.
 
-    ``npz:FILE`` returns the file's points, whose count must be ``n``. See
-    :func:`discretizations` for the names and ``dinet train --help`` for what each is.
+    ``npz:FILE`` returns the file's points, whose count must be ``n``; a mixture ``A+B+...``
+    the points of the kind the seed draws. See :func:`discretizations` for the names and
+    ``dinet train --help`` for what each is.
     """
     check_discretization(kind)
+    parts = components(kind)
+    if len(parts) > 1:
+        kind = parts[int(np.random.default_rng(seed).integers(len(parts)))]
     if _is_file(kind):
         points = file_points(kind, dim)
         if len(points) != n:
@@ -158,11 +189,6 @@ def _side(kind: str, n: int, dim: int) -> tuple[int, ...]:
     return (side,) * dim
 
 
-def _mixed(n: int, dim: int, seed: int | None) -> P.PointSet:
-    kind = ("grid", "sobol", "shrunk")[int(np.random.default_rng(seed).integers(3))]
-    return make_points(kind, n, dim, seed)
-
-
 for _name, _make, _randomised, _help in (
     ("sobol", lambda n, d, s: P.sobol(n, d, seed=s), True, "scrambled Sobol (randomised QMC)"),
     ("grid", lambda n, d, s: P.grid(_side("grid", n, d)), False,
@@ -176,7 +202,8 @@ for _name, _make, _randomised, _help in (
      "i.i.d. uniform, Voronoi weights"),
     ("jittered", lambda n, d, s: P.jittered_grid(_side("jittered", n, d), seed=s), True,
      "a grid moved within each pixel (n a perfect square/cube)"),
-    ("mixed", _mixed, True, "grid, sobol or shrunk by the seed (the paper's mixed training)"),
+    ("mixed", lambda n, d, s: make_points(f"grid{MIX}sobol{MIX}shrunk", n, d, s), True,
+     f"grid{MIX}sobol{MIX}shrunk, the paper's mixed training"),
     ("halton", lambda n, d, s: P.halton(n, d, seed=s), True, "scrambled Halton"),
     ("hexagonal", lambda n, d, s: P.hexagonal(n, d, seed=s), True,
      "a hexagonal lattice (FCC in 3-D), random offset"),

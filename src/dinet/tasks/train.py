@@ -32,7 +32,7 @@ from ..models import DIModel, create_model, load_model, model_entry
 from ..points import PointSet
 from .augment import Augment, derived_seed
 from .base import DEFAULT_TASK, Task, TaskData, get_task
-from .discretize import check_discretization, is_randomised, make_points
+from .discretize import check_discretization, components, is_randomised, make_points
 from .runs import RunFolder
 
 __all__ = ["TrainConfig", "build_model", "train"]
@@ -93,8 +93,9 @@ class TrainConfig:
         if self.device not in distributed.DEVICES:
             raise ValueError(f"unknown device {self.device!r}; valid: "
                              f"{', '.join(distributed.DEVICES)}")
-        for count in self.counts:
-            make_points(self.discretization, count, task.dim)
+        for kind in components(self.discretization):  # each kind a mixture may draw
+            for count in self.counts:
+                make_points(kind, count, task.dim)
         if self.init is not None and not (Path(self.init) / "model.pt").is_file():
             raise ValueError(f"--init {self.init}: no model.pt there — pass a run folder "
                              "written by `dinet train`")
