@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -166,10 +167,12 @@ def test_segmentation_grid_cnn_baseline(scenes_fields, fake_fashion_mnist, tmp_p
     assert list(results["metrics"]["miou"]) == ["grid"]  # its own grid only
     assert list(results["metrics"]["miou"]["grid"]) == [str(SIZE * SIZE)]
     # dinet-unet starts from it (--init): the same weights, then trained on Sobol points
+    # with it as the teacher (--distill: it reads its own grid, the student Sobol points)
     di = tmp_path / "di"
-    train(TrainConfig(fields=str(scenes_fields), out=str(di), task="segment", points=64,
-                      epochs=1, batch_size=6, lr=1e-12, weight_decay=0.0, init=str(out)),
-          progress=False)
+    last = train(TrainConfig(fields=str(scenes_fields), out=str(di), task="segment", points=64,
+                             epochs=1, batch_size=6, lr=1e-12, weight_decay=0.0, init=str(out),
+                             distill=str(out)), progress=False)
+    assert math.isfinite(last["loss"]) and last["loss"] > 0
     cnn = dict(GridUNetSegmenter.from_checkpoint(out / "model.pt").named_parameters())
     for name, value in Segmenter.from_checkpoint(di / "model.pt").named_parameters():
         if name == "stem.weight":  # the pixels' channel, then the unused spacing channel

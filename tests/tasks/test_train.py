@@ -109,6 +109,35 @@ def test_training_learns_and_writes_a_run(fields, tmp_path):
         train(_config(fields, out), progress=False)
 
 
+def test_distillation_follows_the_teacher_not_the_labels(fields, tmp_path):
+    train(_config(fields, tmp_path / "trained", epochs=6), progress=False)
+    teachers = {}
+    for name, scale in (("teacher", 30.0), ("liar", -30.0)):  # confident; liar: the other class
+        model = Classifier.from_checkpoint(tmp_path / "trained" / "model.pt")
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            head.weight.mul_(scale), head.bias.mul_(scale)
+        teachers[name] = tmp_path / name
+        teachers[name].mkdir()
+        model.save(teachers[name] / "model.pt")
+        (teachers[name] / "config.json").write_text(
+            (tmp_path / "trained" / "config.json").read_text())
+    teacher, liar = teachers["teacher"], teachers["liar"]
+    # taught by the teacher alone (distill_weight 1: the labels are never read into the loss)
+    honest = train(_config(fields, tmp_path / "a", epochs=6, distill=str(teacher),
+                           distill_weight=1.0), progress=False)
+    fooled = train(_config(fields, tmp_path / "b", epochs=6, distill=str(liar),
+                           distill_weight=1.0), progress=False)
+    # accuracy against the labels: the student agrees with its teacher, right or wrong (the
+    # model it was made from scores ~0.7 here; learning nothing, ~0.5)
+    assert honest["accuracy"] > 0.6 and fooled["accuracy"] < 0.4
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["distill"] == str(teacher)
+    with pytest.raises(ValueError, match="distill_weight must be in"):
+        train(_config(fields, tmp_path / "c", distill=str(teacher), distill_weight=0.0))
+    with pytest.raises(ValueError, match="--distill .*no model.pt"):
+        train(_config(fields, tmp_path / "d", distill=str(tmp_path)))
+
+
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted(fields, tmp_path, monkeypatch):
     clean = train(_config(fields, tmp_path / "clean", discretization="sobol"), progress=False)
 

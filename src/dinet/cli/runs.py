@@ -73,6 +73,13 @@ def _train_parser(commands) -> None:
                     "data), e.g. to go on with other point counts, or start segment's "
                     "dinet-unet from a --model cnn run (the same network: exact on the "
                     "grid); the optimizer and the learning-rate schedule start afresh")
+    tr.add_argument("--distill", default=None, metavar="RUN",
+                    help="also learn RUN's predictions (distillation): RUN's model, frozen, "
+                    "reads each item at its own points (a cnn run: its grid; else the pixel "
+                    "grid) and the loss follows its output at the same query points")
+    tr.add_argument("--distill-weight", type=float, default=0.5,
+                    help="the teacher's share of the loss with --distill, in (0, 1] "
+                    "(default: 0.5; the labels get the rest)")
     tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
     tr.add_argument("--limit", type=positive_int, default=None,
                     help="train on the first N fields")
@@ -174,7 +181,7 @@ def _train(args) -> None:
         base_spacing=args.base_spacing, limit=args.limit,
         points=args.points or get_task(args.task).default_points,
         mix_points=tuple(args.mix_points), device=args.device, bf16=args.bf16,
-        init=args.init,
+        init=args.init, distill=args.distill, distill_weight=args.distill_weight,
     )
     with distributed.session(args.device):
         last = train(config, resume=args.resume)

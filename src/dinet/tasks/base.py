@@ -196,6 +196,24 @@ class Task:
         (augmented) items are read, for targets that are fields."""
         raise NotImplementedError
 
+    def read(self, model, x: torch.Tensor, points: PointSet,
+             query: PointSet | None) -> torch.Tensor:
+        """``model``'s output for inputs ``x`` at ``points``, read at ``query`` when the
+        output is a field (what :meth:`forward` returned as its query)."""
+        return model(x, points) if query is None else model(x, points, query)
+
+    def distill_loss(self, out: torch.Tensor, teacher: torch.Tensor,
+                     query: PointSet | None) -> torch.Tensor:
+        """How far the output ``out`` is from a teacher's ``teacher`` at the same items and
+        query points (``dinet train --distill``): the cross-entropy of the student's classes
+        under the teacher's probabilities, over the last axis, averaged with the query's
+        quadrature weights when the output is a field, then over the items."""
+        per = -(teacher.softmax(-1) * out.log_softmax(-1)).sum(-1)
+        if query is not None:
+            w = (query.weights / query.weights.sum()).to(out.device)
+            per = (per * w).sum(-1)
+        return per.mean()
+
     def scorer(self, data: TaskData, model, seed: int) -> Scorer:
         """A fresh :class:`Scorer` of ``model`` on ``data`` (``seed``: its query points)."""
         raise NotImplementedError

@@ -19,7 +19,7 @@ from ..points import PointSet
 from .base import DEFAULT_TASK, Task, TaskData, get_task, task_names
 from .discretize import make_points, point_sets
 
-__all__ = ["DEFAULT_POINTS", "evaluate", "report", "results_table"]
+__all__ = ["DEFAULT_POINTS", "evaluate", "load_run", "report", "results_table"]
 
 #: Test point counts per domain dimension (3-D: 12³, 16³, 24³ so the grid is defined).
 DEFAULT_POINTS = {2: (256, 1024, 4096), 3: (1728, 4096, 13824)}
@@ -45,7 +45,7 @@ class _OnDevice:
         return getattr(self.model, name)
 
 
-def _load_run(run: Path) -> tuple[dict, object]:
+def load_run(run: Path) -> tuple[dict, object]:
     """A run's config and model, with errors that say what a run folder holds."""
     if not (run / "model.pt").exists():
         raise ValueError(f"{run} holds no model.pt — pass a run folder written by `dinet train`")
@@ -99,7 +99,7 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
     check_writable(run, "--run")  # before any scoring: results are written into the run
     discretizations = tuple(discretizations or ("sobol", "grid", "shrunk", "random",
                                                 "jittered"))
-    config, model = _load_run(run)
+    config, model = load_run(run)
     task = get_task(config["task"])
     model.eval()
     data = task.open_data(str(fields))

@@ -86,6 +86,10 @@ class SDFTask(Task):
         query = make_points("sobol", SDF_QUERIES, 3, seed=derived_seed(seed, 1))
         return model(x, points, query), query
 
+    def distill_loss(self, out, teacher, query):
+        """The mean squared difference from the teacher's signed distances."""
+        return F.mse_loss(out, teacher)
+
     def loss(self, out, data, idx, where, points, query):
         target = data.targets(idx, where(query.coords)).to(out.device)
         err = F.mse_loss(out, target)

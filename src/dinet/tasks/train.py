@@ -33,6 +33,7 @@ from ..points import PointSet
 from .augment import Augment, derived_seed
 from .base import DEFAULT_TASK, Task, TaskData, get_task
 from .discretize import check_discretization, components, is_randomised, make_points
+from .evaluate import load_run
 from .runs import RunFolder
 
 __all__ = ["TrainConfig", "build_model", "train"]
@@ -64,6 +65,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda (see dinet.distributed.select_device)
     bf16: bool = False  # autocast to bfloat16 on CUDA
     init: str | None = None  # a run folder whose model.pt the weights start from
+    distill: str | None = None  # a run folder whose model's predictions the loss also follows
+    distill_weight: float = 0.5  # the teacher's share of the loss (the labels': the rest)
 
     def check(self) -> None:
         """Raise a ValueError naming the valid choices for any invalid setting."""
@@ -96,9 +99,12 @@ class TrainConfig:
         for kind in components(self.discretization):  # each kind a mixture may draw
             for count in self.counts:
                 make_points(kind, count, task.dim)
-        if self.init is not None and not (Path(self.init) / "model.pt").is_file():
-            raise ValueError(f"--init {self.init}: no model.pt there — pass a run folder "
-                             "written by `dinet train`")
+        for flag, run in (("--init", self.init), ("--distill", self.distill)):
+            if run is not None and not (Path(run) / "model.pt").is_file():
+                raise ValueError(f"{flag} {run}: no model.pt there — pass a run folder "
+                                 "written by `dinet train`")
+        if not 0.0 < self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in (0, 1]; got {self.distill_weight!r}")
 
     @property
     def counts(self) -> tuple[int, ...]:
@@ -127,13 +133,36 @@ def _start_from(model: DIModel, run: str) -> None:
             "converts from)") from None
 
 
+def _teacher(config: TrainConfig, data: TaskData,
+             device: torch.device) -> tuple[torch.nn.Module, PointSet] | None:
+    """``--distill``'s run: its model, frozen, and the points it reads each item at — the
+    fixed points it was trained on (a grid baseline's grid, ``npz:FILE``), else the pixel
+    grid of the data."""
+    if config.distill is None:
+        return None
+    trained, teacher = load_run(Path(config.distill))
+    if trained["task"] != config.task:
+        raise ValueError(f"--distill {config.distill}: a {trained['task']} run cannot teach "
+                         f"the {config.task} task")
+    kind, n = trained.get("discretization"), trained.get("points")
+    if kind is not None and n is not None and not is_randomised(kind):
+        points = make_points(kind, int(n), data.dim)
+    else:
+        points = make_points("grid", data.size**data.dim, data.dim)
+    return teacher.to(device).eval().requires_grad_(False), points
+
+
 def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx: np.ndarray,
                points: PointSet, seed: int, part: slice | None = None,
-               device: torch.device | None = None,
-               bf16: bool = False) -> tuple[torch.Tensor, float, int]:
+               device: torch.device | None = None, bf16: bool = False,
+               teacher: tuple[torch.nn.Module, PointSet] | None = None,
+               ) -> tuple[torch.Tensor, float, int]:
     """The loss of this process's ``part`` of one global batch ``idx`` (its mean over the
     part's items), the part's summed metric (correct items/points, or squared error) and the
-    metric's count.
+    metric's count. With a ``teacher`` (``--distill``: a frozen model and its points) the
+    loss is ``1 - distill_weight`` of the labels' and ``distill_weight`` of the distance to
+    the teacher's output, which reads the same (augmented) items at its own points, without
+    the input noise, at the same query points.
 
     The augmentations and the noise are drawn for the whole batch and sliced, so the parts
     of K ranks together see exactly what one process sees. An empty part gives a zero loss
@@ -160,7 +189,15 @@ def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx:
     out = out.float()
     if len(local) == 0:
         return out.sum() * 0.0, 0.0, 0
-    return task.loss(out, data, local, where, points, query)
+    loss, metric, count = task.loss(out, data, local, where, points, query)
+    if teacher is not None:
+        model_t, points_t = teacher
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            x_t = data.inputs(local, where(points_t.coords)).to(device)
+            out_t = task.read(model_t, x_t, points_t, query).float()
+        loss = ((1 - config.distill_weight) * loss
+                + config.distill_weight * task.distill_loss(out, out_t, query))
+    return loss, metric, count
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -220,6 +257,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     net = DistributedDataParallel(model) if world > 1 else model
 
     metric_name = task.epoch_metric
+    teacher = _teacher(config, data, device)
     fixed = {} if is_randomised(config.discretization) else {
         count: make_points(config.discretization, count, data.dim) for count in config.counts}
     last = {}
@@ -244,7 +282,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             torch.manual_seed(derived_seed(config.seed, epoch, step, _GLOBAL_RNG,
                                             distributed.rank()))
             loss, metric, count = _step_loss(config, net, data, idx, points, seed, part,
-                                             device, config.bf16)
+                                             device, config.bf16, teacher)
             # DDP averages over the ranks: weigh each rank's mean loss by its share of the
             # batch, so the average is the gradient of the global batch's mean loss.
             scaled = loss * (mine * world / len(idx)) if world > 1 else loss
