@@ -136,6 +136,12 @@ def test_distillation_follows_the_teacher_not_the_labels(fields, tmp_path):
         train(_config(fields, tmp_path / "c", distill=str(teacher), distill_weight=0.0))
     with pytest.raises(ValueError, match="--distill .*no model.pt"):
         train(_config(fields, tmp_path / "d", distill=str(tmp_path)))
+    sdf = tmp_path / "sdf"  # a teacher of another task, refused before anything is written
+    train(TrainConfig(fields="balls:4", out=str(sdf), task="sdf", points=512, epochs=1,
+                      batch_size=4), progress=False)
+    with pytest.raises(ValueError, match="run of the sdf task cannot teach the classify task"):
+        train(_config(fields, tmp_path / "e", distill=str(sdf)))
+    assert not (tmp_path / "e").exists()
 
 
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted(fields, tmp_path, monkeypatch):

@@ -142,8 +142,8 @@ def _teacher(config: TrainConfig, data: TaskData,
         return None
     trained, teacher = load_run(Path(config.distill))
     if trained["task"] != config.task:
-        raise ValueError(f"--distill {config.distill}: a {trained['task']} run cannot teach "
-                         f"the {config.task} task")
+        raise ValueError(f"--distill {config.distill}: a run of the {trained['task']} task "
+                         f"cannot teach the {config.task} task")
     kind, n = trained.get("discretization"), trained.get("points")
     if kind is not None and n is not None and not is_randomised(kind):
         points = make_points(kind, int(n), data.dim)
@@ -250,6 +250,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         first_epoch = int(state["epoch"]) + 1
+    teacher = _teacher(config, data, device)  # before anything is written: it may not fit
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
     run.begin(asdict(config), first_epoch)
     # DDP averages the ranks' gradients; the batch norms share their statistics themselves.
@@ -257,7 +258,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     net = DistributedDataParallel(model) if world > 1 else model
 
     metric_name = task.epoch_metric
-    teacher = _teacher(config, data, device)
     fixed = {} if is_randomised(config.discretization) else {
         count: make_points(config.discretization, count, data.dim) for count in config.counts}
     last = {}
