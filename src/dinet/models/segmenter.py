@@ -257,7 +257,7 @@ class Segmenter(DIModel):
         if mine["kernel"] not in ("spline", "cubic"):
             problems.append(f"kernel {mine['kernel']!r} (needs one exact on the grid: "
                             "'spline' or 'cubic')")
-        if self.config["preset"] == "dinet-unet" and theirs["size"] != self.lattice.shape[0]:
+        if mine.get("stem_quadrature") == "nodes" and theirs["size"] != self.lattice.shape[0]:
             problems.append(f"a {self.lattice.shape[0]}² lattice vs a {theirs['size']}² grid")
         if problems:
             raise ValueError("a pixel U-Net converts into dinet-unet only with the same "

@@ -196,12 +196,6 @@ class Task:
         (augmented) items are read, for targets that are fields."""
         raise NotImplementedError
 
-    def read(self, model, x: torch.Tensor, points: PointSet,
-             query: PointSet | None) -> torch.Tensor:
-        """``model``'s output for inputs ``x`` at ``points``, read at ``query`` when the
-        output is a field (what :meth:`forward` returned as its query)."""
-        return model(x, points) if query is None else model(x, points, query)
-
     def distill_loss(self, out: torch.Tensor, teacher: torch.Tensor,
                      query: PointSet | None) -> torch.Tensor:
         """How far the output ``out`` is from a teacher's ``teacher`` at the same items and

@@ -194,7 +194,9 @@ def _step_loss(config: TrainConfig, model: torch.nn.Module, data: TaskData, idx:
         model_t, points_t = teacher
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             x_t = data.inputs(local, where(points_t.coords)).to(device)
-            out_t = task.read(model_t, x_t, points_t, query).float()
+            # read where the student was (a field's query points; none for a class)
+            out_t = (model_t(x_t, points_t) if query is None else
+                     model_t(x_t, points_t, query)).float()
         loss = ((1 - config.distill_weight) * loss
                 + config.distill_weight * task.distill_loss(out, out_t, query))
     return loss, metric, count
