@@ -43,6 +43,7 @@ def test_help_lists_commands(capsys):
      (["fit", "--source", "scenes", "--out", "o", "--scene-items", "2"],
       "expected MIN,MAX with 1 <= MIN <= MAX <= 64"),
      (["fit", "--source", "scenes", "--out", "o", "--scene-items", "1,x"], "MIN,MAX"),
+     (["train", "--fields", "f", "--out", "o", "--model-option", "widths"], "NAME=VALUE"),
      (["eval", "--run", "r", "--fields", "f", "--points", "0"], "positive integers")],
 )
 def test_bad_flags_exit_non_zero_with_a_message(argv, message, capsys):

@@ -182,6 +182,37 @@ def test_segmentation_grid_cnn_baseline(scenes_fields, fake_fashion_mnist, tmp_p
         torch.testing.assert_close(value, cnn[name], rtol=0, atol=1e-8)
 
 
+def test_model_options_build_the_model_and_resume_with_it(scenes_fields, fake_fashion_mnist,
+                                                        tmp_path, capsys):
+    """--model-option NAME=VALUE reaches the model's constructor (JSON values), is recorded,
+    resumes, and a name the model lacks or a value it cannot take is one line naming why."""
+    out = tmp_path / "opts"
+    argv = ["train", "--task", "segment", "--fields", str(scenes_fields), "--points", "64",
+            "--batch-size", "6", "--out", str(out), "--model-option", "widths=[8,16]",
+            "--model-option", "spacing_input=false", "--model-option", "read=kernel"]
+    assert main([*argv, "--epochs", "1"]) == 0
+    model = Segmenter.from_checkpoint(out / "model.pt")
+    assert (model.config["widths"], model.config["spacing_input"],
+            model.config["read"]) == ([8, 16], False, "kernel")
+    assert model.stem.weight.shape[:2] == (8, 1)  # no spacing channel
+    recorded = json.loads((out / "config.json").read_text())["model_options"]
+    assert recorded == {"widths": [8, 16], "spacing_input": False, "read": "kernel"}
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
+    for option, message in (("spacing=1", "has no option 'spacing'; its options: widths, "
+                             "stem_quadrature, spacing_input, lattice_net, read"),
+                            ("widths=32", "cannot take the options"),
+                            ("stem_quadrature=cubic", "cubic")):
+        assert main(["train", "--task", "segment", "--fields", str(scenes_fields), "--out",
+                     str(tmp_path / "bad"), "--model-option", option]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="has no option 'widths'; its options: none"):
+        train(TrainConfig(fields=str(scenes_fields), out=str(tmp_path / "bad"), task="segment",
+                          model="dinet3", model_options={"widths": [8]}), progress=False)
+
+
 def test_sdf_trains_and_beats_predicting_zero(tmp_path):
     out = tmp_path / "sdf"
     config = TrainConfig(fields="balls:32", out=str(out), task="sdf", points=512, epochs=6,

@@ -4,6 +4,7 @@ time, so a bad flag is an argparse error before any work starts."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 
@@ -93,6 +94,19 @@ def int_list(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers; got {text!r}")
     return values
+
+
+def model_option(text: str) -> tuple[str, object]:
+    """An argparse type: ``NAME=VALUE``, VALUE read as JSON when it is JSON (``false``, ``3``,
+    ``[16,32,64,128]``), else as the text itself (``linear``)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE such as spacing_input=false; got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
 
 
 def bench_options(parser: argparse.ArgumentParser, repeats: int, out: str) -> None:

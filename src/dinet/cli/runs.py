@@ -7,6 +7,7 @@ from pathlib import Path
 from .options import (
     int_list,
     kinds_help,
+    model_option,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -25,7 +26,7 @@ def add_parsers(commands) -> None:
 def _train_parser(commands) -> None:
     """``dinet train``."""
     from ..distributed import DEVICES
-    from ..models import QUADRATURES
+    from ..models import QUADRATURES, model_entry
     from ..nn import kernel_families
     from ..tasks import DEFAULT_TASK, get_task, task_names
 
@@ -55,6 +56,13 @@ def _train_parser(commands) -> None:
                     help="; ".join(f"{t.name}: {t.models[0]} (default)" + "".join(
                         f" | {m}" for m in t.models[1:]) for t in tasks if t.models)
                     + " (cnn = the discrete grid baseline, with --discretization grid)")
+    tr.add_argument("--model-option", type=model_option, action="append", default=[],
+                    metavar="NAME=VALUE",
+                    help="one of the model's own constructor options (see its docstring), "
+                    "VALUE as JSON or text, e.g. spacing_input=false or widths=[16,32,64,128]; "
+                    "repeat for more. " + "; ".join(
+                        f"{t.name} {m}: {', '.join(model_entry(t.name, m).options)}"
+                        for t in tasks for m in t.models if model_entry(t.name, m).options))
     tr.add_argument("--epochs", type=positive_int, default=1, help="epochs (default: 1)")
     tr.add_argument("--batch-size", type=positive_int, default=64,
                     help="fields per step (default: 64)")
@@ -182,6 +190,7 @@ def _train(args) -> None:
         points=args.points or get_task(args.task).default_points,
         mix_points=tuple(args.mix_points), device=args.device, bf16=args.bf16,
         init=args.init, distill=args.distill, distill_weight=args.distill_weight,
+        model_options=dict(args.model_option),
     )
     with distributed.session(args.device):
         last = train(config, resume=args.resume)

@@ -10,7 +10,14 @@ from .baselines import (
     VoxelCNN3d,
 )
 from .classifier import PRESETS, Classifier
-from .registry import ModelEntry, create_model, model_entry, model_names, register_model
+from .registry import (
+    STANDARD_OPTIONS,
+    ModelEntry,
+    create_model,
+    model_entry,
+    model_names,
+    register_model,
+)
 from .sdf import SDFNet
 from .segmenter import SEGMENTER_PRESETS, Segmenter
 
@@ -43,34 +50,44 @@ def _register_builtins() -> None:
     is the discrete grid baseline — for segmentation dinet-unet's own network on pixels,
     ``cnn-small`` the former two-level one — ``cnn-res`` dinet-res's own network on pixels,
     the same size). ``dinet-res``'s lattice network starts two pixels apart (its stem
-    integrates at one pixel); the others start at one pixel."""
+    integrates at one pixel); the others start at one pixel. Each registers the constructor
+    options ``--model-option`` may set."""
     for preset in ("dinet-res", *(p for p in PRESETS if p != "dinet-res")):
-        register_model("classify", preset, _preset_builder(Classifier, preset),
-                       pixels=2.0 if preset == "dinet-res" else 1.0)
+        register_model("classify", preset, _builder(Classifier, preset),
+                       pixels=2.0 if preset == "dinet-res" else 1.0,
+                       options=("stem_spacing", "stem_basis", "stem_quadrature")
+                       if preset == "dinet-res" else ())
     for preset in ("dinet-unet", *(p for p in SEGMENTER_PRESETS if p != "dinet-unet")):
-        register_model("segment", preset, _preset_builder(Segmenter, preset))
-    register_model("sdf", "sdfnet", lambda *, in_channels, base_spacing, kernel, quadrature,
-                   **_: SDFNet(in_channels=in_channels, base_spacing=base_spacing,
-                               kernel=kernel, quadrature=quadrature))
-    for task, name, cnn in (("classify", "cnn", GridCNNClassifier),
-                            ("segment", "cnn", GridUNetSegmenter),
-                            ("segment", "cnn-small", GridCNNSegmenter)):
-        register_model(task, name, lambda *, cnn=cnn, in_channels, n_classes, size,
-                       quadrature, **_: cnn(in_channels=in_channels, n_classes=n_classes,
-                                            size=size, quadrature=quadrature),
-                       grid_baseline=True)
-    register_model("classify", "cnn-res", lambda *, in_channels, n_classes, size, quadrature,
-                   **_: GridResNetClassifier(in_channels=in_channels, n_classes=n_classes,
-                                             size=size, quadrature=quadrature),
+        register_model("segment", preset, _builder(Segmenter, preset),
+                       options=("widths", "stem_quadrature", "spacing_input", "lattice_net",
+                                "read") if preset == "dinet-unet" else ())
+    register_model("sdf", "sdfnet", _builder(SDFNet, uses=("in_channels", "quadrature",
+                                                            "base_spacing", "kernel")),
+                   options=("width", "scale", "coarse"))
+    pixels = ("in_channels", "n_classes", "quadrature", "size")
+    register_model("classify", "cnn", _builder(GridCNNClassifier, uses=pixels),
                    grid_baseline=True)
-    register_model("sdf", "cnn", lambda *, in_channels, size, quadrature, **_: VoxelCNN3d(
-        in_channels=in_channels, size=size, quadrature=quadrature), grid_baseline=True)
+    register_model("segment", "cnn", _builder(GridUNetSegmenter, uses=pixels),
+                   grid_baseline=True, options=("widths", "read"))
+    register_model("segment", "cnn-small", _builder(GridCNNSegmenter, uses=pixels),
+                   grid_baseline=True)
+    register_model("classify", "cnn-res", _builder(GridResNetClassifier, uses=pixels),
+                   grid_baseline=True)
+    register_model("sdf", "cnn", _builder(VoxelCNN3d, uses=("in_channels", "quadrature", "size")),
+                   grid_baseline=True, options=("width", "scale"))
 
 
-def _preset_builder(cls, preset: str):
-    def build(*, in_channels, n_classes, base_spacing, kernel, quadrature, **_):
-        return cls(preset, in_channels=in_channels, n_classes=n_classes,
-                   base_spacing=base_spacing, kernel=kernel, quadrature=quadrature)
+#: The standard options a model on fields takes (see :func:`create_model`).
+_FIELD = ("in_channels", "n_classes", "quadrature", "base_spacing", "kernel")
+
+
+def _builder(cls, preset: str | None = None, uses: tuple[str, ...] = _FIELD):
+    """A builder of ``cls`` (with its ``preset``) from the standard options in ``uses`` and
+    the model's own options as given."""
+    def build(**given):
+        standard = {k: given.pop(k) for k in STANDARD_OPTIONS}
+        return cls(*(() if preset is None else (preset,)), **{k: standard[k] for k in uses},
+                   **given)
 
     return build
 

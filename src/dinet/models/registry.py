@@ -8,7 +8,11 @@ builder takes what it needs and ``**_`` for the rest:
 - ``base_spacing``: the finest kernel lattice step in domain units (the user's, or
   ``pixels`` pixels of the source images: ``pixels * 2 / image_size``);
 - ``kernel``, ``quadrature``: the convolution kernel family and the quadrature mode;
-- ``size``: the grid a discrete baseline reads (``points ** (1 / dim)`` per axis).
+- ``size``: the grid a discrete baseline reads (``points ** (1 / dim)`` per axis);
+
+and then the model's own options a user set (``dinet train --model-option NAME=VALUE``),
+each of them one of the names registered as its ``options`` — names the builder must not
+swallow with ``**_`` but pass on.
 
 Register your own from anywhere (no edit of dinet)::
 
@@ -18,8 +22,9 @@ Register your own from anywhere (no edit of dinet)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .base import DIModel
 
@@ -35,27 +40,37 @@ class ModelEntry:
         pixels: the default finest kernel spacing, in pixels of the source images.
         grid_baseline: a discrete CNN that reads the field on its own grid only (trained
             with ``--discretization grid``, scored once on that grid).
+        options: the builder's own keyword options a user may set (``--model-option``).
     """
 
     builder: Callable[..., DIModel]
     pixels: float = 1.0
     grid_baseline: bool = False
+    options: tuple[str, ...] = ()
 
 
 _MODELS: dict[str, dict[str, ModelEntry]] = {}
+#: What :func:`create_model` passes every builder.
+STANDARD_OPTIONS = ("in_channels", "n_classes", "base_spacing", "kernel", "quadrature", "size")
 
 
 def register_model(task: str, name: str, builder: Callable[..., DIModel], *,
                    default: bool = False, pixels: float = 1.0,
-                   grid_baseline: bool = False) -> None:
-    """Make ``name`` a model of ``task`` (``default``: the one trained when none is named).
+                   grid_baseline: bool = False, options: tuple[str, ...] = ()) -> None:
+    """Make ``name`` a model of ``task`` (``default``: the one trained when none is named;
+    ``options``: the keyword options of ``builder`` beyond the standard ones that a user may
+    set, see :func:`create_model`).
 
     Registering a name again replaces it.
     """
     if not callable(builder):
         raise TypeError(f"the builder of model {name!r} must be callable; got {builder!r}")
+    clash = sorted(set(options) & set(STANDARD_OPTIONS))
+    if clash:
+        raise ValueError(f"model {name!r}: {', '.join(clash)} are passed to every builder; "
+                         "they cannot be its own options")
     entries = _MODELS.setdefault(task, {})
-    entry = ModelEntry(builder, float(pixels), bool(grid_baseline))
+    entry = ModelEntry(builder, float(pixels), bool(grid_baseline), tuple(options))
     if default:
         entries.pop(name, None)
         _MODELS[task] = {name: entry, **entries}
@@ -79,12 +94,26 @@ def model_entry(task: str, name: str) -> ModelEntry:
 
 def create_model(task: str, name: str, *, in_channels: int, n_classes: int, image_size: int,
                  points: int, dim: int, base_spacing: float | None = None,
-                 kernel: str = "spline", quadrature: str = "weights") -> DIModel:
+                 kernel: str = "spline", quadrature: str = "weights",
+                 options: Mapping[str, Any] | None = None) -> DIModel:
     """Build the model ``name`` of ``task`` for data of ``in_channels`` channels and
     ``n_classes`` classes, from ``image_size``-pixel sources read at ``points`` points in
-    ``dim`` dimensions."""
+    ``dim`` dimensions; ``options``: the model's own options (names it registered), e.g.
+    ``{"spacing_input": False}`` for ``dinet-unet``."""
     entry = model_entry(task, name)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        valid = ", ".join(entry.options) or "none"
+        raise ValueError(f"the {task} model {name!r} has no option "
+                         f"{', '.join(map(repr, unknown))}; its options: {valid}")
     spacing = base_spacing or entry.pixels * 2.0 / image_size
-    return entry.builder(in_channels=in_channels, n_classes=n_classes, base_spacing=spacing,
-                         kernel=kernel, quadrature=quadrature,
-                         size=round(points ** (1.0 / dim)))
+    try:
+        return entry.builder(in_channels=in_channels, n_classes=n_classes,
+                             base_spacing=spacing, kernel=kernel, quadrature=quadrature,
+                             size=round(points ** (1.0 / dim)), **options)
+    except TypeError as err:  # an option of the wrong type, e.g. widths=32
+        if not options:
+            raise
+        raise ValueError(f"the {task} model {name!r} cannot take the options {options}: "
+                         f"{err}") from None

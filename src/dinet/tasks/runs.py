@@ -120,5 +120,5 @@ def on_cpu(state):
 
 
 def _plain(value):
-    """A config value as JSON reads it back (tuples become lists)."""
-    return list(value) if isinstance(value, tuple) else value
+    """A config value as JSON reads it back (tuples become lists, also inside dicts)."""
+    return json.loads(json.dumps(value))

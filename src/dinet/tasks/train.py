@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ class TrainConfig:
     init: str | None = None  # a run folder whose model.pt the weights start from
     distill: str | None = None  # a run folder whose model's predictions the loss also follows
     distill_weight: float = 0.5  # the teacher's share of the loss (the labels': the rest)
+    model_options: dict = field(default_factory=dict)  # the model's own (--model-option)
 
     def check(self) -> None:
         """Raise a ValueError naming the valid choices for any invalid setting."""
@@ -77,6 +78,7 @@ class TrainConfig:
                                  "register one with dinet.models.register_model")
             self.model = task.models[0]
         baseline = model_entry(self.task, self.model).grid_baseline
+        self.model_options = dict(self.model_options)  # names checked by create_model
         check_discretization(self.discretization)
         for name in ("points", "epochs", "batch_size"):
             value = getattr(self, name)
@@ -118,7 +120,7 @@ def build_model(config: TrainConfig, data: TaskData) -> DIModel:
     return create_model(config.task, config.model, in_channels=data.in_channels,
                         n_classes=data.n_classes, image_size=data.size, points=config.points,
                         dim=data.dim, base_spacing=config.base_spacing, kernel=config.kernel,
-                        quadrature=config.quadrature)
+                        quadrature=config.quadrature, options=config.model_options)
 
 
 def _start_from(model: DIModel, run: str) -> None:
