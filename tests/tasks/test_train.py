@@ -14,7 +14,14 @@ import torch
 from dinet.cli import main
 from dinet.fields import build_dataset
 from dinet.models import Classifier, load_model
-from dinet.tasks import TrainConfig, discretizations, is_randomised, make_points, train
+from dinet.tasks import (
+    TrainConfig,
+    discretizations,
+    evaluate,
+    is_randomised,
+    make_points,
+    train,
+)
 
 train_module = importlib.import_module("dinet.tasks.train")  # the module, not the function
 
@@ -89,6 +96,9 @@ def test_a_mixture_draws_one_of_its_kinds_per_seed(fields, tmp_path):
     last = train(_config(fields, tmp_path / "run", epochs=1, discretization="sobol+random"),
                  progress=False)
     assert 0 <= last["accuracy"] <= 1
+    # a test draw of a mixture would be one of its kinds: evaluation asks for them one by one
+    with pytest.raises(ValueError, match=r"--discretizations sobol,random\)"):
+        evaluate(tmp_path / "run", fields, ("sobol+random+sobol",), (64,), plots=False)
 
 
 def test_grid_needs_a_square():

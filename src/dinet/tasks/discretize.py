@@ -133,6 +133,10 @@ def point_sets(kinds: Iterable[str], counts: Iterable[int], dim: int,
     sets = {}
     for kind in kinds:
         check_discretization(kind)
+        if len(components(kind)) > 1:
+            raise ValueError(f"{kind!r} is a mixture, and a fixed test draw would be one of "
+                             f"its kinds: test them one by one "
+                             f"(--discretizations {','.join(dict.fromkeys(components(kind)))})")
         if _is_file(kind):
             points = file_points(kind, dim)
             sets[kind, len(points)] = points
