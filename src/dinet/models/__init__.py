@@ -64,14 +64,14 @@ def _register_builtins() -> None:
     register_model("sdf", "sdfnet", _builder(SDFNet, uses=("in_channels", "quadrature",
                                                             "base_spacing", "kernel")),
                    options=("width", "scale", "coarse"))
-    pixels = ("in_channels", "n_classes", "quadrature", "size")
-    register_model("classify", "cnn", _builder(GridCNNClassifier, uses=pixels),
+    on_pixels = ("in_channels", "n_classes", "quadrature", "size")
+    register_model("classify", "cnn", _builder(GridCNNClassifier, uses=on_pixels),
                    grid_baseline=True)
-    register_model("segment", "cnn", _builder(GridUNetSegmenter, uses=pixels),
+    register_model("segment", "cnn", _builder(GridUNetSegmenter, uses=on_pixels),
                    grid_baseline=True, options=("widths", "read"))
-    register_model("segment", "cnn-small", _builder(GridCNNSegmenter, uses=pixels),
+    register_model("segment", "cnn-small", _builder(GridCNNSegmenter, uses=on_pixels),
                    grid_baseline=True)
-    register_model("classify", "cnn-res", _builder(GridResNetClassifier, uses=pixels),
+    register_model("classify", "cnn-res", _builder(GridResNetClassifier, uses=on_pixels),
                    grid_baseline=True)
     register_model("sdf", "cnn", _builder(VoxelCNN3d, uses=("in_channels", "quadrature", "size")),
                    grid_baseline=True, options=("width", "scale"))

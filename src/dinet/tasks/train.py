@@ -130,9 +130,9 @@ def _start_from(model: DIModel, run: str) -> None:
         model.start_from(source)
     except ValueError as err:
         raise ValueError(
-            f"--init {run}: {err} — start from a run of the same --model, --kernel, "
-            "--base-spacing and --quadrature on the same data (or of a model this one "
-            "converts from)") from None
+            f"--init {run}: {err} — start from a run of the same --model, --model-option, "
+            "--kernel, --base-spacing and --quadrature on the same data (or of a model this "
+            "one converts from)") from None
 
 
 def _teacher(config: TrainConfig, data: TaskData,
