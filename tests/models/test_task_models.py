@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -20,6 +22,7 @@ from dinet.models import (
     SDFNet,
     Segmenter,
     VoxelCNN3d,
+    create_model,
     load_model,
     unweighted,
 )
@@ -114,6 +117,27 @@ def test_unknown_quadrature_lists_valid_values(make):
     with pytest.raises(ValueError, match="'weights', 'none'"):
         make("trapezoid")
     assert QUADRATURES == ("weights", "none")
+
+
+@pytest.mark.parametrize("task, name, options, message", [
+    ("segment", "dinet-unet", {"widths": []}, "non-empty list of positive integers"),
+    ("segment", "dinet-unet", {"widths": [16, 1.5]}, "positive integer; got 1.5"),
+    ("segment", "dinet-unet", {"widths": [True]}, "positive integer; got True"),
+    ("segment", "dinet-unet", {"spacing_input": "no"}, "true or false; got 'no'"),
+    ("segment", "dinet-unet", {"widths": [2**40]}, "cannot take the options"),  # no memory
+    ("segment", "cnn", {"widths": []}, "non-empty list"),
+    ("classify", "dinet-res", {"stem_basis": 1.5}, "stem_basis must be a positive integer"),
+    ("classify", "dinet-res", {"stem_spacing": "x"}, "stem_spacing must be a finite number"),
+    ("sdf", "sdfnet", {"scale": float("nan")}, "scale must be a finite number > 0"),
+    ("sdf", "cnn", {"width": -3}, "width must be a positive integer"),
+])
+def test_model_options_of_the_wrong_kind_are_refused_with_the_rule(task, name, options, message):
+    """What ``--model-option`` hands a constructor is checked, not coerced (1.5 channels, the
+    string 'no' as True) and never a traceback (a width too large to allocate)."""
+    dim = 3 if task == "sdf" else 2
+    with pytest.raises(ValueError, match=re.escape(message)):
+        create_model(task, name, in_channels=1, n_classes=3, image_size=16,
+                     points=16**dim, dim=dim, options=options)
 
 
 def test_unknown_presets_list_valid_values():

@@ -202,7 +202,7 @@ def test_model_options_build_the_model_and_resume_with_it(scenes_fields, fake_fa
     capsys.readouterr()
     for option, message in (("spacing=1", "has no option 'spacing'; its options: widths, "
                              "stem_quadrature, spacing_input, lattice_net, read"),
-                            ("widths=32", "cannot take the options"),
+                            ("widths=32", "widths must be a non-empty list"),
                             ("stem_quadrature=cubic", "cubic")):
         assert main(["train", "--task", "segment", "--fields", str(scenes_fields), "--out",
                      str(tmp_path / "bad"), "--model-option", option]) == 2

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..nn.base import check_points, check_values
 from ..points import PointSet, values_to_image
-from .base import DIModel
+from .base import DIModel, check_count, check_counts, check_positive
 
 __all__ = ["GridCNNClassifier", "GridCNNSegmenter", "GridResNetClassifier", "GridUNetSegmenter",
            "VoxelCNN3d"]
@@ -216,7 +216,7 @@ class GridUNetSegmenter(DIModel):
     def __init__(self, in_channels: int = 1, n_classes: int = 11, size: int = 32,
                  widths: tuple[int, ...] = (32, 64, 128, 256),
                  quadrature: str = "weights", read: str = "cell") -> None:
-        widths = [int(w) for w in widths]
+        widths = check_counts(widths, "widths")
         super().__init__(in_channels=in_channels, n_classes=n_classes, size=size,
                          widths=widths, quadrature=quadrature, read=check_read(read))
         self.size = int(size)
@@ -277,8 +277,8 @@ class VoxelCNN3d(DIModel):
 
     def __init__(self, in_channels: int = 4, size: int = 16, width: int = 16,
                  scale: float = 2.0, quadrature: str = "weights") -> None:
-        super().__init__(in_channels=in_channels, size=size, width=width, scale=scale,
-                         quadrature=quadrature)
+        super().__init__(in_channels=in_channels, size=size, width=check_count(width, "width"),
+                         scale=check_positive(scale, "scale"), quadrature=quadrature)
         self.size, self.scale = int(size), float(scale)
         self.net = nn.Sequential(
             *_conv_bn(in_channels, width, 3), *_conv_bn(width, width, 3),

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..nn import DIBatchNorm, DIConv, DISequential, GlobalAvgPool, Resample
 from ..points import PointSet, grid
-from .base import DIModel
+from .base import DIModel, check_count, check_positive
 from .blocks import (
     check_preset,
     check_stem_quadrature,
@@ -88,9 +88,10 @@ class Classifier(DIModel):
             base_spacing = (4 if preset == "dinet-res" else 2) / 32
         stem = {}
         if preset == "dinet-res":
-            stem = {"stem_spacing": float(base_spacing / 2 if stem_spacing is None
-                                          else stem_spacing),
-                    "stem_basis": int(32 if stem_basis is None else stem_basis),
+            stem = {"stem_spacing": check_positive(base_spacing / 2 if stem_spacing is None
+                                                   else stem_spacing, "stem_spacing"),
+                    "stem_basis": check_count(32 if stem_basis is None else stem_basis,
+                                              "stem_basis"),
                     "stem_quadrature": check_stem_quadrature(
                         "linear" if stem_quadrature is None else stem_quadrature)}
         elif stem_spacing is not None or stem_basis is not None or stem_quadrature is not None:

@@ -112,8 +112,8 @@ def create_model(task: str, name: str, *, in_channels: int, n_classes: int, imag
         return entry.builder(in_channels=in_channels, n_classes=n_classes,
                              base_spacing=spacing, kernel=kernel, quadrature=quadrature,
                              size=round(points ** (1.0 / dim)), **options)
-    except TypeError as err:  # an option of the wrong type, e.g. widths=32
-        if not options:
+    except (TypeError, RuntimeError) as err:  # e.g. a builder's own keyword of another
+        if not options:                         # type, or channels too many to allocate
             raise
         raise ValueError(f"the {task} model {name!r} cannot take the options {options}: "
-                         f"{err}") from None
+                         f"{str(err).splitlines()[0]}") from None

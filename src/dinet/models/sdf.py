@@ -7,7 +7,7 @@ import torch
 from ..nn import DIConv, PointwiseLinear
 from ..nn.base import check_points
 from ..points import PointSet, grid
-from .base import DIModel
+from .base import DIModel, check_count, check_positive
 
 __all__ = ["SDFNet"]
 
@@ -50,8 +50,9 @@ class SDFNet(DIModel):
                  kernel: str = "spline", coarse: str = "lattice") -> None:
         if coarse not in ("lattice", "prefix"):
             raise ValueError(f"unknown coarse level {coarse!r}; valid: 'lattice', 'prefix'")
-        super().__init__(in_channels=in_channels, width=width, base_spacing=base_spacing,
-                         scale=scale, quadrature=quadrature, kernel=kernel, coarse=coarse)
+        super().__init__(in_channels=in_channels, width=check_count(width, "width"),
+                         base_spacing=base_spacing, scale=check_positive(scale, "scale"),
+                         quadrature=quadrature, kernel=kernel, coarse=coarse)
         h = float(base_spacing)
         self.scale = float(scale)
         self.lattice = grid((max(1, round(1.0 / h)),) * 3) if coarse == "lattice" else None

@@ -9,7 +9,7 @@ from torch import nn
 from ..nn import Coarsened, DIBatchNorm, DIConv, DISequential, Resample, Residual
 from ..nn.base import check_points
 from ..points import PointSet, grid, image_to_values, values_to_image
-from .base import DIModel
+from .base import DIModel, check_counts, check_flag
 from .baselines import ConvUNet, GridUNetSegmenter, check_read, read_at
 from .blocks import (
     STEM_QUADRATURES,
@@ -174,15 +174,15 @@ class Segmenter(DIModel):
         check_preset(preset, SEGMENTER_PRESETS, "Segmenter")
         unet = {}
         if preset == "dinet-unet":
-            unet = {"widths": [int(w) for w in (widths or (32, 64, 128, 256))],
+            unet = {"widths": check_counts((32, 64, 128, 256) if widths is None else widths,
+                                           "widths"),
                     "stem_quadrature": check_stem_quadrature(stem_quadrature or "nodes",
                                                              SEGMENT_STEMS),
                     "lattice_net": lattice_net or "conv",
                     "read": check_read(read or "cell", READS)}
             unet["spacing_input"] = (unet["stem_quadrature"] == "nodes"
-                                     if spacing_input is None else bool(spacing_input))
-            if not unet["widths"] or min(unet["widths"]) < 1:
-                raise ValueError(f"widths must be positive channel counts; got {widths!r}")
+                                     if spacing_input is None
+                                     else check_flag(spacing_input, "spacing_input"))
             if unet["spacing_input"] and unet["stem_quadrature"] != "nodes":
                 raise ValueError("spacing_input is an input of the 'nodes' stem; got "
                                  f"stem_quadrature={unet['stem_quadrature']!r}")
