@@ -112,8 +112,8 @@ def create_model(task: str, name: str, *, in_channels: int, n_classes: int, imag
         return entry.builder(in_channels=in_channels, n_classes=n_classes,
                              base_spacing=spacing, kernel=kernel, quadrature=quadrature,
                              size=round(points ** (1.0 / dim)), **options)
-    except (TypeError, RuntimeError) as err:  # e.g. a builder's own keyword of another
-        if not options:                         # type, or channels too many to allocate
+    except (TypeError, RuntimeError, MemoryError) as err:  # e.g. a builder's own keyword
+        if not options:  # of another type, or more channels or grid nodes than fit in memory
             raise
         raise ValueError(f"the {task} model {name!r} cannot take the options {options}: "
                          f"{str(err).splitlines()[0]}") from None
