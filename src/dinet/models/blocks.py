@@ -23,6 +23,10 @@ def check_stem_quadrature(value: str, valid: tuple[str, ...] = STEM_QUADRATURES)
     return value
 
 
+#: How much finer than its lattice a stem's interpolant grid may be (3 by default).
+MAX_REFINE = 33
+
+
 def interpolant_grid(side: int, lattice_spacing: float, stem_spacing: float) -> PointSet:
     """The grid a ``stem_quadrature="linear"`` stem reads the points' interpolant on: the
     finest grid of pixel centres that holds the ``side × side`` lattice's nodes (an odd
@@ -30,6 +34,11 @@ def interpolant_grid(side: int, lattice_spacing: float, stem_spacing: float) -> 
     lattice and a stem half its spacing)."""
     refine = math.ceil(lattice_spacing / stem_spacing - 1e-9)
     refine += 1 - refine % 2
+    if refine > MAX_REFINE:
+        raise ValueError(f"a stem spacing of {stem_spacing:g} is {refine}× finer than the "
+                         f"lattice's {lattice_spacing:g}: its interpolant grid would have "
+                         f"{(side * refine) ** 2:,} nodes — use a stem at most {MAX_REFINE}× "
+                         "finer than the lattice")
     return grid((side * refine, side * refine))
 
 
