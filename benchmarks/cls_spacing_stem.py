@@ -8,7 +8,8 @@ distance to the nearest point, in the grid's steps (0 where a point sits on the 
 second input channel of the stem, whose weights for it start at zero — so the model starts
 exactly as the run it is initialised from.
 
-The model is registered as ``dinet-res-spacing`` from this script (dinet is not edited) and
+The model is registered as ``dinet-res-spacing`` by importing this script (dinet is not
+edited; ``dinet --plugin benchmarks/cls_spacing_stem.py eval --run OUT ...`` scores its run) and
 trained like ``runs/i20/linear-20-low3`` (docs/classifier-experiments.md: Sobol draws of
 1,024 / 512 / 256 / 128 points, 3 epochs, lr 5e-4, from INIT), then scored at 256 and
 1,024 points of the five test discretizations.
@@ -23,7 +24,7 @@ import sys
 
 import torch
 
-from dinet.models import Classifier, load_model, register_model
+from dinet.models import Classifier, register_model
 from dinet.models.segmenter import node_spacing
 from dinet.nn import DIConv
 from dinet.tasks import TrainConfig, evaluate, train
@@ -58,11 +59,14 @@ class SpacingClassifier(Classifier):
         return logits
 
 
+register_model("classify", "dinet-res-spacing", lambda *, in_channels, n_classes, base_spacing,
+               kernel, quadrature, **_: SpacingClassifier(
+                   "dinet-res", in_channels=in_channels, n_classes=n_classes,
+                   base_spacing=base_spacing, kernel=kernel, quadrature=quadrature),
+               pixels=2.0)
+
+
 def main(train_fields: str, test_fields: str, init: str, out: str, epochs: int = 3) -> None:
-    config = load_model(f"{init}/model.pt").config
-    register_model("classify", "dinet-res-spacing", lambda *, in_channels, n_classes, **_:
-                   SpacingClassifier(**{**config, "in_channels": in_channels,
-                                        "n_classes": n_classes}))
     train(TrainConfig(fields=train_fields, out=out, model="dinet-res-spacing",
                       discretization="sobol", points=1024, mix_points=(128, 256, 512),
                       epochs=epochs, batch_size=64, lr=5e-4, init=init))

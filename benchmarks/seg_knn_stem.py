@@ -8,7 +8,8 @@ the offset δ_j (pixels) and its length — a kernel whose support adapts to the
 which can learn more than a linear reconstruction where the points are sparse. Its stem
 weights start at zero, so ``--init`` from the pixel U-Net is exact on the grid as before.
 
-The model is registered as ``dinet-unet-knn`` from this script (dinet is not edited), trained
+The model is registered as ``dinet-unet-knn`` by importing this script (dinet is not edited;
+``dinet --plugin benchmarks/seg_knn_stem.py eval --run OUT ...`` scores its run), trained
 like README's ``runs/i21/seg1-rand`` (random 1,024 points, 4 epochs, batch 64, lr 2e-4,
 started from and taught by the pixel U-Net run CNN) and scored at 1,024 Sobol, random and
 shrunk points.
@@ -83,11 +84,13 @@ class KnnUNet(Segmenter):
             raise ValueError(f"unexpected state: missing {missing}, unexpected {unexpected}")
 
 
+register_model("segment", "dinet-unet-knn", lambda *, in_channels, n_classes, base_spacing,
+               kernel, quadrature, **_: KnnUNet(
+                   "dinet-unet", in_channels=in_channels, n_classes=n_classes,
+                   base_spacing=base_spacing, kernel=kernel, quadrature=quadrature))
+
+
 def main(train_fields: str, test_fields: str, cnn: str, out: str, epochs: int = 4) -> None:
-    register_model("segment", "dinet-unet-knn", lambda *, in_channels, n_classes, base_spacing,
-                   kernel, quadrature, **_: KnnUNet(
-                       "dinet-unet", in_channels=in_channels, n_classes=n_classes,
-                       base_spacing=base_spacing, kernel=kernel, quadrature=quadrature))
     train(TrainConfig(fields=train_fields, out=out, task="segment", model="dinet-unet-knn",
                       discretization="random", points=1024, epochs=epochs, batch_size=64,
                       lr=2e-4, init=cnn, distill=cnn))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from dinet import points as P
 from dinet.cli import main
 from dinet.data import fit_source
 from dinet.models import DIModel, load_model, register_model
+from dinet.models import base as model_base
 from dinet.models import registry as model_registry
 from dinet.neighbors.stencils import pair_stencil
 from dinet.nn import DIConv, GlobalAvgPool, KernelFamily, families, register_kernel_family
@@ -191,3 +193,55 @@ def test_a_new_task_and_family_train_and_evaluate_through_the_entry_points(
                  "sobol", "--points", "256", "--no-plots"]) == 0
     assert "field-mean: model meannet" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["kernel"] == "gauss"
+
+
+PLUGIN = """
+import torch
+from torch import nn
+from dinet.models import DIModel, register_model
+from dinet.nn import GlobalAvgPool
+
+
+class PluginMeanClassifier(DIModel):
+    def __init__(self, in_channels=1, n_classes=10):
+        super().__init__(in_channels=in_channels, n_classes=n_classes)
+        self.pool, self.head = GlobalAvgPool(), nn.Linear(in_channels, n_classes)
+
+    def forward(self, x, points):
+        return self.head(self.pool(x, self.prepare_points(points)))
+
+
+register_model("classify", "plugin-mean", lambda *, in_channels, n_classes, **_:
+               PluginMeanClassifier(in_channels, n_classes))
+"""
+
+
+def test_the_command_line_imports_plugins_before_it_parses(digits, tmp_path, monkeypatch,
+                                                           capsys):
+    """``dinet --plugin FILE`` registers a model (and its class) from a file of the user's,
+    for train and for eval of its run; without it both say what to do in one line."""
+    monkeypatch.setattr(model_registry, "_MODELS", dict(model_registry._MODELS))
+    monkeypatch.setattr(model_base, "MODEL_CLASSES", dict(model_base.MODEL_CLASSES))
+    plugin = tmp_path / "my_models.py"
+    plugin.write_text(PLUGIN)
+    run = tmp_path / "run"
+    train_argv = ["train", "--model", "plugin-mean", "--fields", str(digits), "--points",
+                  "64", "--batch-size", "12", "--out", str(run)]
+    eval_argv = ["eval", "--run", str(run), "--fields", str(digits), "--discretizations",
+                 "sobol", "--points", "64", "--no-plots"]
+    assert main(train_argv) == 2
+    assert "unknown classify model 'plugin-mean'" in capsys.readouterr().err
+    assert main(["--plugin", str(plugin), *train_argv]) == 0
+    # a fresh process: the class is unknown until the plugin is imported again
+    model_base.MODEL_CLASSES.pop("PluginMeanClassifier")
+    for name in [m for m in sys.modules if m.startswith("dinet_plugin_")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(eval_argv) == 2
+    assert "import the module that defines it first" in capsys.readouterr().err
+    assert main(["--plugin", str(plugin), *eval_argv]) == 0
+    assert "model plugin-mean" in capsys.readouterr().out
+    for bad, message in (("no_such_dinet_plugin", "No module named 'no_such_dinet_plugin'"),
+                         (str(tmp_path / "gone.py"), "no such file")):
+        assert main(["--plugin", bad, *eval_argv]) == 2
+        err = capsys.readouterr().err
+        assert f"--plugin {bad}: " in err and message in err

@@ -198,7 +198,9 @@ class DIModel(nn.Module):
         if model_cls is None:
             raise ValueError(
                 f"{path} holds an unknown model class {name!r}; known: "
-                f"{', '.join(sorted(MODEL_CLASSES))} — was it written by a newer dinet?"
+                f"{', '.join(sorted(MODEL_CLASSES))} — import the module that defines it "
+                "first (a model registered from your own code), or was it written by a newer "
+                "dinet?"
             )
         config = model_cls.upgrade_config(payload["config"], payload["format_version"])
         if config is None:
