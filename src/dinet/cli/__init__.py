@@ -61,7 +61,7 @@ def load_plugin(name: str) -> None:
     try:
         importlib.import_module(name)
     except ModuleNotFoundError as err:
-        if err.name is None or not name.startswith(err.name):
+        if err.name is None or not (name == err.name or name.startswith(err.name + ".")):
             raise  # the plugin itself imports something missing: its own traceback
         raise ValueError(f"--plugin {name}: {err} (a module on the Python path, or a .py "
                          "file)") from None

@@ -199,8 +199,8 @@ class DIModel(nn.Module):
             raise ValueError(
                 f"{path} holds an unknown model class {name!r}; known: "
                 f"{', '.join(sorted(MODEL_CLASSES))} — import the module that defines it "
-                "first (a model registered from your own code), or was it written by a newer "
-                "dinet?"
+                "first (a model of your own code; on the command line `dinet --plugin "
+                "MODULE`), or was it written by a newer dinet?"
             )
         config = model_cls.upgrade_config(payload["config"], payload["format_version"])
         if config is None:

@@ -23,7 +23,7 @@ def check_stem_quadrature(value: str, valid: tuple[str, ...] = STEM_QUADRATURES)
     return value
 
 
-#: How much finer than its lattice a stem's interpolant grid may be (3 by default).
+#: How many times finer than its lattice a stem's interpolant grid may be (dinet-res: 3).
 MAX_REFINE = 33
 
 
