@@ -196,7 +196,6 @@ def test_a_new_task_and_family_train_and_evaluate_through_the_entry_points(
 
 
 PLUGIN = """
-import torch
 from torch import nn
 from dinet.models import DIModel, register_model
 from dinet.nn import GlobalAvgPool
