@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,12 @@ def test_report_assembles_runs(class_fields, tmp_path, capsys):
     assert (tmp_path / "runs" / "report.png").read_bytes().startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="evaluated at 16, 64 points, not 1024"):
         report(runs, points=1024)
+    # two runs of the same settings are told apart by their folders, the others are not
+    again = tmp_path / "runs" / "again"
+    shutil.copytree(runs[0], again)
+    rows = report([*runs, str(again)])["rows"]
+    assert rows == [f"dinet2 · sobol @ 64 ({runs[0]})", "dinet2 · grid @ 64",
+                    f"dinet2 · sobol @ 64 ({again})"]
     with pytest.raises(ValueError, match="dinet eval"):
         report([str(tmp_path)])
     # A truncated results.json: the error names the file and how to rewrite it.

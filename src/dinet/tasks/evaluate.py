@@ -247,8 +247,13 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
         for kind in r["metrics"][metric]:
             if kind not in columns and not r.get("baseline"):
                 columns.append(kind)
+    labels = [f"{r.get('model')} · {r.get('train_discretization')} @ {r.get('train_points')}"
+              + (" (own grid)" if r.get("baseline") else "") for r in loaded]
+    # runs of the same settings (e.g. with and without --distill) are told apart by folder
+    labels = [f"{label} ({run})" if labels.count(label) > 1 else label
+              for run, label in zip(runs, labels, strict=True)]
     rows, values, worst = [], [], []
-    for run, r in zip(runs, loaded, strict=True):
+    for run, r, label in zip(runs, loaded, labels, strict=True):
         table = r["metrics"][metric]
         count = str(points or r.get("train_points"))
         if r.get("baseline"):
@@ -257,8 +262,7 @@ def report(runs, points: int | None = None, out: str | Path | None = None) -> di
         if count not in evaluated:
             raise ValueError(f"{run} was evaluated at {', '.join(evaluated)} points, not "
                              f"{count} — pass --points one of those, or re-evaluate")
-        label = f"{r.get('model')} · {r.get('train_discretization')} @ {r.get('train_points')}"
-        rows.append(label + (" (own grid)" if r.get("baseline") else ""))
+        rows.append(label)
         if r.get("baseline"):
             value = next(iter(table.values()))[count]
             values.append([value] * len(columns))
