@@ -127,9 +127,9 @@ def test_unknown_quadrature_lists_valid_values(make):
     ("segment", "dinet-unet", {"widths": [2**40]}, "cannot take the options"),  # no memory
     ("segment", "cnn", {"widths": []}, "non-empty list"),
     ("classify", "dinet-res", {"stem_basis": 1.5}, "stem_basis must be a positive integer"),
-    ("classify", "dinet-res", {"stem_spacing": "x"}, "stem_spacing must be a finite number"),
+    ("classify", "dinet-res", {"stem_spacing": "x"}, "stem_spacing must be a positive finite"),
     ("classify", "dinet-res", {"stem_spacing": 1e-9}, "interpolant grid would have"),
-    ("sdf", "sdfnet", {"scale": float("nan")}, "scale must be a finite number > 0"),
+    ("sdf", "sdfnet", {"scale": float("nan")}, "scale must be a positive finite number"),
     ("sdf", "cnn", {"width": -3}, "width must be a positive integer"),
 ])
 def test_model_options_of_the_wrong_kind_are_refused_with_the_rule(task, name, options, message):

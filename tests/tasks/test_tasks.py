@@ -200,6 +200,12 @@ def test_model_options_build_the_model_and_resume_with_it(scenes_fields, fake_fa
     assert recorded == {"widths": [8, 16], "spacing_input": False, "read": "kernel"}
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    # from Python a tuple is the same option as the list config.json holds
+    train(TrainConfig(fields=str(scenes_fields), out=str(out), task="segment", points=64,
+                      batch_size=6, epochs=3, model_options={
+                          "widths": (8, 16), "spacing_input": False, "read": "kernel"}),
+          resume=True, progress=False)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
     capsys.readouterr()
     for option, message in (("spacing=1", "has no option 'spacing'; its options: widths, "
                              "stem_quadrature, spacing_input, lattice_net, read"),

@@ -10,7 +10,6 @@ the model exactly. Checkpoints hold only plain types and tensors, so they load w
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from torch import nn
 from .._cache import LRUCache
 from .._io import pop_verified_digest, save_with_digest
 from ..points import PointSet
+from ..points.checks import check_count
 
-__all__ = ["DIModel", "QUADRATURES", "check_count", "check_counts", "check_flag", "check_positive",
-           "check_quadrature", "load_model", "unweighted"]
+__all__ = ["DIModel", "QUADRATURES", "check_counts", "check_flag", "check_quadrature", "load_model",
+           "unweighted"]
 
 CHECKPOINT_FORMAT = "dinet-model"
 QUADRATURES = ("weights", "none")
@@ -45,13 +45,6 @@ def check_quadrature(quadrature) -> str:
     return quadrature
 
 
-def check_count(value, name: str) -> int:
-    """``value`` must be a positive integer (a channel or basis count; not a bool or float)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return value
-
-
 def check_counts(values, name: str) -> list[int]:
     """``values`` must be a non-empty list or tuple of positive integers (e.g. widths)."""
     if not isinstance(values, (list, tuple)) or not values:
@@ -65,14 +58,6 @@ def check_flag(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false; got {value!r}")
     return value
-
-
-def check_positive(value, name: str) -> float:
-    """``value`` must be a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    return float(value)
 
 
 def unweighted(points: PointSet) -> PointSet:

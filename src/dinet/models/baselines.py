@@ -13,7 +13,8 @@ from torch import nn
 
 from ..nn.base import check_points, check_values
 from ..points import PointSet, values_to_image
-from .base import DIModel, check_count, check_counts, check_positive
+from ..points.checks import check_count, check_real
+from .base import DIModel, check_counts
 
 __all__ = ["GridCNNClassifier", "GridCNNSegmenter", "GridResNetClassifier", "GridUNetSegmenter",
            "VoxelCNN3d"]
@@ -278,7 +279,7 @@ class VoxelCNN3d(DIModel):
     def __init__(self, in_channels: int = 4, size: int = 16, width: int = 16,
                  scale: float = 2.0, quadrature: str = "weights") -> None:
         super().__init__(in_channels=in_channels, size=size, width=check_count(width, "width"),
-                         scale=check_positive(scale, "scale"), quadrature=quadrature)
+                         scale=check_real(scale, "scale"), quadrature=quadrature)
         self.size, self.scale = int(size), float(scale)
         self.net = nn.Sequential(
             *_conv_bn(in_channels, width, 3), *_conv_bn(width, width, 3),

@@ -7,7 +7,8 @@ from torch import nn
 
 from ..nn import DIBatchNorm, DIConv, DISequential, GlobalAvgPool, Resample
 from ..points import PointSet, grid
-from .base import DIModel, check_count, check_positive
+from ..points.checks import check_count, check_real
+from .base import DIModel
 from .blocks import (
     check_preset,
     check_stem_quadrature,
@@ -88,7 +89,7 @@ class Classifier(DIModel):
             base_spacing = (4 if preset == "dinet-res" else 2) / 32
         stem = {}
         if preset == "dinet-res":
-            stem = {"stem_spacing": check_positive(base_spacing / 2 if stem_spacing is None
+            stem = {"stem_spacing": check_real(base_spacing / 2 if stem_spacing is None
                                                    else stem_spacing, "stem_spacing"),
                     "stem_basis": check_count(32 if stem_basis is None else stem_basis,
                                               "stem_basis"),

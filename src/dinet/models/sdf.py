@@ -7,7 +7,8 @@ import torch
 from ..nn import DIConv, PointwiseLinear
 from ..nn.base import check_points
 from ..points import PointSet, grid
-from .base import DIModel, check_count, check_positive
+from ..points.checks import check_count, check_real
+from .base import DIModel
 
 __all__ = ["SDFNet"]
 
@@ -51,7 +52,7 @@ class SDFNet(DIModel):
         if coarse not in ("lattice", "prefix"):
             raise ValueError(f"unknown coarse level {coarse!r}; valid: 'lattice', 'prefix'")
         super().__init__(in_channels=in_channels, width=check_count(width, "width"),
-                         base_spacing=base_spacing, scale=check_positive(scale, "scale"),
+                         base_spacing=base_spacing, scale=check_real(scale, "scale"),
                          quadrature=quadrature, kernel=kernel, coarse=coarse)
         h = float(base_spacing)
         self.scale = float(scale)
