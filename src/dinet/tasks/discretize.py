@@ -178,6 +178,11 @@ def file_points(kind: str, dim: int) -> P.PointSet:
                                    weights=np.asarray(weights, dtype=np.float64))
     except ValueError as e:
         raise ValueError(f"{kind}: {e}") from None
+    return _named(points, kind)
+
+
+def _named(points: P.PointSet, kind: str) -> P.PointSet:
+    """``points`` under the name ``kind`` (``from_coords`` calls every set "points")."""
     return P.PointSet(points.coords, points.weights, kind, weight_method=points.weight_method,
                       region=points.region)
 
@@ -202,8 +207,8 @@ for _name, _make, _randomised, _help in (
     # i.i.d. points weighted by their Voronoi cells, as any set given by its coordinates
     # (plain Monte Carlo weights 4/N leave clumps and gaps uncorrected and cost 5-10 points
     # of accuracy at 256-1,024 points)
-    ("random", lambda n, d, s: P.from_coords(P.random(n, d, seed=s).coords), True,
-     "i.i.d. uniform, Voronoi weights"),
+    ("random", lambda n, d, s: _named(P.from_coords(P.random(n, d, seed=s).coords), "random"),
+     True, "i.i.d. uniform, Voronoi weights"),
     ("jittered", lambda n, d, s: P.jittered_grid(_side("jittered", n, d), seed=s), True,
      "a grid moved within each pixel (n a perfect square/cube)"),
     ("mixed", lambda n, d, s: make_points(f"grid{MIX}sobol{MIX}shrunk", n, d, s), True,
