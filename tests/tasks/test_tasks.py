@@ -23,50 +23,8 @@ from dinet.models import GridUNetSegmenter, SDFNet, Segmenter, model_entry
 from dinet.tasks import TrainConfig, evaluate, get_task, open_task_data, report, task_names, train
 from dinet.tasks.metrics import confusion, mean_iou, pixel_accuracy
 
-SIZE = 16
+SIZE = 16  # the side of conftest's scenes_fields
 train_module = importlib.import_module("dinet.tasks.train")  # the module, not the function
-
-
-def _items():
-    """Stand-ins for Fashion-MNIST items: bright squares and discs of classes 0 and 1."""
-    yy, xx = np.mgrid[0:8, 0:8] / 7.0 * 2 - 1
-    square = (np.maximum(abs(yy), abs(xx)) < 0.8).astype(np.float32)
-    disc = (yy**2 + xx**2 < 0.7).astype(np.float32)
-    return np.stack([square, disc] * 4)[..., None] * 0.9, np.array([0, 1] * 4)
-
-
-@pytest.fixture
-def fake_fashion_mnist(monkeypatch):
-    fake = lambda split="train", **_: _items()  # noqa: E731
-    monkeypatch.setattr(dinet.data, "load_fashion_mnist", fake)
-    monkeypatch.setattr(dinet.data.fashion_mnist, "load_fashion_mnist", fake)
-
-
-@pytest.fixture(scope="module")
-def scenes_fields(tmp_path_factory):
-    """A scenes dataset as `dinet fit` wrote it before the scenes' item scale and count were
-    recorded: it is rebuilt with the former options."""
-    scenes = make_scenes(12, seed=0, size=SIZE, source=_items(), scale=(0.3, 0.6),
-                         items=(2, 3))
-    path = tmp_path_factory.mktemp("scenes") / "scenes"
-    build_dataset(path, scenes.images, None, arch_hparams={"width": 16},
-                  fit_options={"max_steps": 40, "meta_steps": 2}, shard_size=6, progress=False,
-                  source={"source": "scenes", "split": "train", "n": 12, "seed": 0,
-                          "size": SIZE})
-    return path
-
-
-@pytest.fixture(scope="module")
-def class_fields(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 16)
-    y = np.mgrid[0:8, 0:8][1] / 7.0
-    images = np.stack([np.where(lab, y, 1 - y) for lab in labels])[..., None]
-    path = tmp_path_factory.mktemp("cls") / "cls"
-    build_dataset(path, images.astype(np.float32), labels, arch_hparams={"width": 8},
-                  fit_options={"max_steps": 10, "meta_steps": 2}, shard_size=8,
-                  progress=False, source={"source": "npz"})
-    return path
 
 
 def test_metrics_by_hand():
@@ -119,7 +77,8 @@ def test_scene_options_are_recorded_and_the_scenes_rebuilt_from_them(fake_fashio
     assert labels is None and images.shape == (5, SIZE, SIZE, 1)
     assert (info["scale"], info["items"], info["n"], info["seed"]) == ([0.5, 0.75], [2, 2], 5,
                                                                        2)
-    made = make_scenes(5, seed=2, size=SIZE, source=_items(), scale=(0.5, 0.75), items=(2, 2))
+    made = make_scenes(5, seed=2, size=SIZE, source=dinet.data.load_fashion_mnist(),
+                       scale=(0.5, 0.75), items=(2, 2))  # the fake items
     np.testing.assert_array_equal(images, made.images)
     assert (made.num_items == 2).all()
     # the defaults are the benchmark's (one item of 0.75-1.0), and they are recorded too
