@@ -96,6 +96,25 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def item_list(text: str) -> list[int]:
+    """An argparse type: item indices, ``A:B`` (A to B - 1) or comma-separated (``0,5,9``)
+    or both (``0:4,10``)."""
+    items = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            first, colon, last = part.partition(":")
+            start, stop = int(first), int(last) if colon else int(first) + 1
+            if start < 0 or stop <= start or stop - start > 10**8:
+                raise ValueError
+            items.extend(range(start, stop))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected item indices >= 0 such as 0:16 or 3,5,9; got {text!r}") from None
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected item indices such as 0:16; got {text!r}")
+    return items
+
+
 def model_option(text: str) -> tuple[str, object]:
     """An argparse type: ``NAME=VALUE``, VALUE read as JSON when it is JSON (``false``, ``3``,
     ``[16,32,64,128]``), else as the text itself (``linear``)."""

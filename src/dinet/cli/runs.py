@@ -1,4 +1,5 @@
-"""``dinet train``, ``dinet eval`` and ``dinet report``: training runs and their tables."""
+"""``dinet train``, ``dinet eval``, ``dinet report`` and ``dinet predict``: training runs,
+their tables, and their answers on new inputs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from .options import (
     int_list,
+    item_list,
     kinds_help,
     model_option,
     non_negative_float,
@@ -18,8 +20,8 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(commands) -> None:
-    """Add ``train``, ``eval`` and ``report`` to the ``dinet`` sub-commands."""
-    for add in (_train_parser, _eval_parser, _report_parser):
+    """Add ``train``, ``eval``, ``report`` and ``predict`` to the ``dinet`` sub-commands."""
+    for add in (_train_parser, _eval_parser, _report_parser, _predict_parser):
         add(commands)
 
 
@@ -156,6 +158,58 @@ def _report_parser(commands) -> None:
     rep.set_defaults(handler=_report)
 
 
+def _predict_parser(commands) -> None:
+    """``dinet predict``."""
+    from ..distributed import DEVICES
+
+    pr = commands.add_parser(
+        "predict",
+        help="a trained run's answers for new inputs: fields, your own samples, or images",
+        description="Run a trained model on new inputs and print (and write) its answers: the "
+        "class and its probability per item (classify), the label at every query point "
+        "(segment) or the signed distance there (sdf). The inputs are read at any points — "
+        "a field dataset at any discretization, values measured at your own coordinates, or "
+        "images at their own pixel centres, of any resolution.",
+    )
+    source = pr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fields", help="a field dataset folder (dinet fit; labels not "
+                        "needed), or balls:N:SEED for sdf")
+    source.add_argument("--samples", metavar="FILE.npz",
+                        help="your own samples: coords (N, d) in [-1, 1]^d, values (N, C) or "
+                        "(B, N, C), optional weights (N,) (default: Voronoi cell measures)")
+    source.add_argument("--images", nargs="+", metavar="FILE",
+                        help="images of one size, read at their pixel centres: PNG/JPEG, "
+                        ".npy arrays, or .npz archives of images (N, H, W[, C]) and optional "
+                        "labels (N,) — then the accuracy is printed too")
+    pr.add_argument("--run", required=True, help="run folder written by `dinet train`")
+    pr.add_argument("--items", type=item_list, default=None,
+                    help="with --fields: the items to predict, e.g. 0:16 or 3,5,9 (default: "
+                    "all)")
+    pr.add_argument("--discretization", default=None,
+                    help="with --fields: where the fields are read (one kind, not a mixture): "
+                    + kinds_help()
+                    + " (default: the run's training discretization)")
+    pr.add_argument("--points", type=positive_int, default=None,
+                    help="with --fields: points per field (default: the run's training count)")
+    pr.add_argument("--seed", type=non_negative_int, default=0,
+                    help="the draw of a randomised --discretization (default: 0)")
+    pr.add_argument("--query", default=None,
+                    help="segment and sdf: where the output is read, one discretization name "
+                    "or npz:FILE (default: the pixel centres of the images, or of the training "
+                    "images' grid)")
+    pr.add_argument("--query-points", type=positive_int, default=None,
+                    help="query points with --query KIND (default: one per training pixel)")
+    pr.add_argument("--out", default=None, metavar="FILE",
+                    help="write every answer to FILE: .npz (arrays) or .json (lists)")
+    pr.add_argument("--picture", default=None, metavar="FILE.png",
+                    help="2-D tasks: draw the first items' inputs with their answers")
+    pr.add_argument("--show", type=non_negative_int, default=10,
+                    help="items printed (default: 10)")
+    pr.add_argument("--batch-size", type=positive_int, default=64,
+                    help="items per forward pass (default: 64)")
+    pr.add_argument("--device", default="cpu", choices=DEVICES,
+                    help="where the model runs (default: cpu)")
+    pr.set_defaults(handler=_predict)
 
 
 def _eval(args) -> None:
@@ -199,3 +253,48 @@ def _train(args) -> None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
                           if k in ("loss", get_task(args.task).epoch_metric))
         print(f"{args.out}: epoch {last.get('epoch', -1) + 1}: {shown}")
+
+
+def _predict(args) -> None:
+    from .._io import check_writable
+    from ..tasks.answers import draw_predictions, summary_lines, write_predictions
+    from ..tasks.predict import Predictor, load_images, load_samples, read_fields
+
+    for flag, path, suffixes in (("--out", args.out, (".npz", ".json")),
+                                 ("--picture", args.picture, (".png",))):
+        if path is not None:  # before any work: the answers must have somewhere to go
+            if Path(path).suffix not in suffixes:
+                raise ValueError(f"{flag} {path}: expected a {' or '.join(suffixes)} file name")
+            check_writable(Path(path).parent, flag)
+    if args.fields is None and (args.items or args.discretization or args.points):
+        raise ValueError("--items, --discretization and --points choose what --fields are "
+                         "read at; --samples and --images bring their own points")
+    predictor = Predictor(args.run, device=args.device)
+    shape = names = labels = None
+    if args.images is not None:
+        values, points, names, labels = load_images(args.images, predictor.in_channels)
+        shape = points.shape
+    query = predictor.query_points(args.query, args.query_points, args.seed + 1, shape)
+    if args.samples is not None:
+        values, points = load_samples(args.samples, predictor.dim)
+    elif args.fields is not None:
+        points = predictor.input_points(args.discretization, args.points, args.seed)
+        values, names = read_fields(args.fields, predictor.task, args.items, points)
+    result = predictor(values, points, query, batch_size=args.batch_size)
+    where = (f"their {'x'.join(map(str, shape))} pixel centres" if shape is not None
+             else f"the {len(points):,} points of {Path(args.samples).name}" if args.samples
+             else f"{len(points):,} {points.kind} points")
+    print(f"{args.run} ({predictor.task.name}) on {len(values):,} item"
+          f"{'s' * (len(values) != 1)} at {where}")
+    for line in summary_lines(result, predictor.class_names, names, args.show):
+        print("  " + line)
+    if labels is not None and result.get("label") is not None and result["label"].ndim == 1:
+        right = int((result["label"] == labels).sum())
+        print(f"accuracy against the archive's labels: {right / len(labels):.2%} "
+              f"({right:,} of {len(labels):,})")
+    if args.out is not None:
+        print(f"written to {write_predictions(args.out, result, predictor.class_names, names)}")
+    if args.picture is not None:
+        path = draw_predictions(args.picture, result, values, points, predictor, names, shape,
+                                title=f"{Path(args.run).name} at {where}")
+        print(f"picture: {path}")

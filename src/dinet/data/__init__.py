@@ -13,7 +13,7 @@ from .fashion_mnist import (
 )
 from .fit import fit_source
 from .scenes import Scenes, make_scenes
-from .sources import SOURCES, load_image_folder, load_npz, load_source, to_unit_images
+from .sources import SOURCES, load_image_folder, load_npz, load_source, read_image, to_unit_images
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -29,6 +29,7 @@ __all__ = [
     "make_balls",
     "make_scenes",
     "read_idx",
+    "read_image",
     "resize_images",
     "to_unit_images",
 ]

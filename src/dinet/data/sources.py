@@ -105,8 +105,10 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     return images, labels.astype(np.int64)
 
 
-def _read_image(path: Path, channels: int | None) -> np.ndarray:
-    """One image as float32 ``(H, W, C)`` in [0, 1]; C = its natural channel count if None."""
+def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarray:
+    """One PNG/JPEG image as float32 ``(H, W, C)`` in [0, 1], converted to ``channels``
+    (1: gray, 3: RGB; None: its own, gray or RGB); a file that is not an image raises a
+    ValueError naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -179,7 +181,7 @@ def load_image_folder(
             )
         files += [(f, label) for f in members]
 
-    arrays = [_read_image(f, channels) for f, _ in files]
+    arrays = [read_image(f, channels) for f, _ in files]
     common = channels if channels is not None else max(a.shape[-1] for a in arrays)
     images = np.empty((len(arrays), size, size, common), dtype=np.float32)
     for k, array in enumerate(arrays):

@@ -32,6 +32,7 @@ from .discretize import (
 )
 from .evaluate import DEFAULT_POINTS, evaluate, report, results_table
 from .from_cnn import FromCNNConfig, from_cnn_table, run_from_cnn, small_cnn
+from .predict import Predictor
 from .runs import RunFolder
 from .train import TrainConfig, build_model, train
 
@@ -41,6 +42,7 @@ __all__ = [
     "Augment",
     "FieldTaskData",
     "FromCNNConfig",
+    "Predictor",
     "RunFolder",
     "Scorer",
     "Task",

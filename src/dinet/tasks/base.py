@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import FASHION_MNIST_CLASSES
 from ..fields import FieldDataset
 from ..fields.dataset import DatasetError
 from ..models import model_names
 from ..points import PointSet
 
-__all__ = ["DEFAULT_TASK", "FieldTaskData", "Scorer", "Task", "TaskData", "get_task",
+__all__ = ["DEFAULT_TASK", "FieldTaskData", "Scorer", "Task", "TaskData", "class_names_of",
+           "get_task",
            "open_field_dataset", "open_task_data", "register_task", "source_name",
            "task_names"]
 
@@ -45,6 +47,9 @@ class TaskData:
         size: pixels (voxels) per axis of the source images, which sets the models'
             finest kernel spacing ``2 / size``.
         spec: where the data came from (a folder, or ``balls:N:SEED``).
+        class_names: a name per class where the source has them (Fashion-MNIST's garments,
+            a ``folder:`` source's folders), else None; recorded with a trained model so
+            ``dinet predict`` can name what it finds.
     """
 
     task: str
@@ -53,6 +58,7 @@ class TaskData:
     n_classes: int
     size: int
     spec: str
+    class_names: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -105,6 +111,19 @@ def source_name(dataset: FieldDataset) -> str:
     return str(dataset.manifest.get("source", {}).get("source", "unknown"))
 
 
+def class_names_of(source: dict, n_classes: int) -> tuple[str, ...] | None:
+    """The names of ``n_classes`` classes of data fitted from ``source`` (a manifest's
+    ``source`` record): Fashion-MNIST's garments (scenes: "background" first, as label k + 1
+    is an item of class k), the digits, a ``folder:`` source's folders; None where the
+    source names none (an ``npz:`` archive's integer labels)."""
+    kind = source.get("source")
+    names = (("background", *FASHION_MNIST_CLASSES) if kind == "scenes"
+             else FASHION_MNIST_CLASSES if kind == "fashion-mnist"
+             else tuple(map(str, range(10))) if kind == "digits"
+             else tuple(map(str, source.get("classes") or ())))
+    return names[:n_classes] if len(names) >= n_classes else None
+
+
 def open_field_dataset(spec: str, task: str) -> FieldDataset:
     """The field dataset folder ``spec`` of ``task``, every shard verified before anything
     is trained on it or written."""
@@ -148,6 +167,8 @@ class Task:
         percent: metrics shown as percentages.
         input_noise: standard deviation of the noise added to the inputs when training
             with augmentation (0: none).
+        reads_queries: whether the output is a field read at query points (segment, sdf)
+            rather than one answer per item (classify).
     """
 
     name: str
@@ -161,6 +182,7 @@ class Task:
     lower_is_better: frozenset[str] = frozenset()
     percent: frozenset[str] = frozenset()
     input_noise: float = 0.02
+    reads_queries: bool = False
 
     @property
     def epoch_metric(self) -> str:
@@ -207,6 +229,14 @@ class Task:
             w = (query.weights / query.weights.sum()).to(out.device)
             per = (per * w).sum(-1)
         return per.mean()
+
+    def predict(self, model, x: torch.Tensor, points: PointSet,
+                query: PointSet | None) -> dict[str, torch.Tensor]:
+        """Named outputs of ``model`` reading ``x`` at ``points`` (and at ``query`` when
+        :attr:`reads_queries`), each with the items first — what ``dinet predict`` writes.
+        The default is the raw ``output``; the built-in tasks name labels and
+        probabilities."""
+        return {"output": model(x, points) if query is None else model(x, points, query)}
 
     def scorer(self, data: TaskData, model, seed: int) -> Scorer:
         """A fresh :class:`Scorer` of ``model`` on ``data`` (``seed``: its query points)."""

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from ..fields import FieldDataset
-from .base import FieldTaskData, Scorer, Task, open_field_dataset, register_task, source_name
+from .base import (
+    FieldTaskData,
+    Scorer,
+    Task,
+    class_names_of,
+    open_field_dataset,
+    register_task,
+    source_name,
+)
 
 __all__ = ["ClassifyData", "ClassifyTask"]
 
@@ -23,6 +31,7 @@ class ClassifyData(FieldTaskData):
         super().__init__("classify", dataset, spec)
         self.labels = torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64))
         self.n_classes = int(self.labels.max()) + 1
+        self.class_names = class_names_of(dataset.manifest.get("source", {}), self.n_classes)
 
     def targets(self, idx, coords=None):
         return self.labels[torch.as_tensor(idx)]
@@ -60,6 +69,10 @@ class ClassifyTask(Task):
     def loss(self, out, data, idx, where, points, query):
         target = data.targets(idx).to(out.device)
         return F.cross_entropy(out, target), int((out.argmax(1) == target).sum()), len(idx)
+
+    def predict(self, model, x, points, query):
+        probability = model(x, points).softmax(-1)
+        return {"label": probability.argmax(-1), "probability": probability}
 
     def scorer(self, data, model, seed):
         return _AccuracyScorer(data, model)

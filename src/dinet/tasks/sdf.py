@@ -73,6 +73,7 @@ class SDFTask(Task):
     metrics = ("mse", "mae")
     lower_is_better = frozenset(metrics)
     input_noise = 0.0
+    reads_queries = True
 
     def open_data(self, spec: str) -> SDFData:
         match = BALLS.match(spec)
@@ -94,6 +95,9 @@ class SDFTask(Task):
         target = data.targets(idx, where(query.coords)).to(out.device)
         err = F.mse_loss(out, target)
         return err, float(err.detach()) * target.numel(), target.numel()
+
+    def predict(self, model, x, points, query):
+        return {"sdf": model(x, points, query)[..., 0]}
 
     def scorer(self, data, model, seed):
         return _ErrorScorer(data, model, seed)

@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from .. import points as P
 from ..fields import FieldDataset
 from ..points import values_to_image
-from .base import FieldTaskData, Scorer, Task, open_field_dataset, register_task, source_name
+from .base import (
+    FieldTaskData,
+    Scorer,
+    Task,
+    class_names_of,
+    open_field_dataset,
+    register_task,
+    source_name,
+)
 from .discretize import make_points
 from .metrics import confusion, mean_iou, pixel_accuracy
 
@@ -30,6 +38,7 @@ class SegmentData(FieldTaskData):
         super().__init__("segment", dataset, spec)
         self.scenes = scenes
         self.n_classes = int(scenes.num_classes)
+        self.class_names = class_names_of(dataset.manifest.get("source", {}), self.n_classes)
 
     def targets(self, idx, coords=None):
         return self.scenes.label_field(np.asarray(idx), coords)
@@ -67,6 +76,7 @@ class SegmentTask(Task):
     table_metrics = ("miou", "miou_pixel_centres")
     train_metric = "accuracy"
     percent = frozenset(metrics)
+    reads_queries = True
 
     def open_data(self, spec: str) -> SegmentData:
         dataset = open_field_dataset(spec, self.name)
@@ -96,6 +106,10 @@ class SegmentTask(Task):
         w = (query.weights / query.weights.sum()).to(out.device)
         return ((per_point * w).sum(1).mean(), int((out.argmax(-1) == target).sum()),
                 target.numel())
+
+    def predict(self, model, x, points, query):
+        confidence, label = model(x, points, query).softmax(-1).max(-1)
+        return {"label": label, "confidence": confidence}
 
     def scorer(self, data, model, seed):
         return _ConfusionScorer(data, model, seed)

@@ -262,6 +262,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     net = DistributedDataParallel(model) if world > 1 else model
 
     metric_name = task.epoch_metric
+    # Recorded with the weights for `dinet predict`: the task, the pixels per axis of the
+    # training images (its default query grid) and the classes' names.
+    extra = {"task": config.task, "size": data.size}
+    if data.class_names is not None:
+        extra["class_names"] = list(data.class_names)
     fixed = {} if is_randomised(config.discretization) else {
         count: make_points(config.discretization, count, data.dim) for count in config.counts}
     last = {}
@@ -312,6 +317,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         run.end_epoch(model, last, {"model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(),
                                     "schedule": schedule.state_dict(), "epoch": epoch},
-                      extra={"epoch": epoch, "task": config.task})
+                      extra=extra | {"epoch": epoch})
         distributed.barrier()  # the others wait until the epoch's checkpoint is written
     return last
