@@ -11,6 +11,7 @@ import torch
 import dinet.points as P
 from dinet.fields import SirenField
 from dinet.fields import build as build_module
+from dinet.fields import dataset as dataset_module
 from dinet.fields.build import build_dataset
 from dinet.fields.dataset import (
     FORMAT_VERSION,
@@ -75,6 +76,28 @@ def test_sample_matches_rendering_and_is_cached(tmp_path):
     # The cached values are served without evaluating the fields again.
     ds.fields = None  # any evaluation would now fail
     torch.testing.assert_close(ds.sample([0, 2], grid), values.flip(0), rtol=0, atol=0)
+
+
+def test_large_evaluations_are_chunked_uncached_or_refused(tmp_path, monkeypatch):
+    fields = _write_random_dataset(tmp_path)
+    ds = FieldDataset.open(tmp_path)
+    points = P.sobol(300, 2, seed=0)
+    with torch.no_grad():
+        want = fields.select([4, 1, 3])(points.coords)
+    # chunks of 7 (field, point) pairs: one field at a time, 7 points at a time
+    monkeypatch.setattr(dataset_module, "CHUNK_BYTES", 8 * HPARAMS["width"] * 7)
+    built, fields_of = [], ds.fields
+    ds.fields = lambda idx: built.append(list(idx)) or fields_of(idx)
+    torch.testing.assert_close(ds.values([4, 1, 3], points.coords), want, rtol=0, atol=1e-6)
+    assert built == [[4], [1], [3]]
+    # the cache of every field at the points (5 × 300 × 4 bytes) would take more than a
+    # quarter of the memory: the fields asked for are evaluated, and nothing is kept
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 20_000)
+    torch.testing.assert_close(ds.sample([4, 1, 3], points), want, rtol=0, atol=1e-6)
+    assert len(ds._samples) == 0
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 3_000)
+    with pytest.raises(ValueError, match=r"3 fields at 300 points take 3\.52 KiB, more than"):
+        ds.sample([4, 1, 3], points)
 
 
 def test_fields_live_on_the_datasets_device(tmp_path):

@@ -194,6 +194,7 @@ def test_bad_inputs_are_refused(named_run, tmp_path, capsys):
     np.savez(tmp_path / "two.npz", coords=np.zeros((5, 2)), values=np.zeros((5, 2)))
     np.savez(tmp_path / "short.npz", coords=np.zeros((5, 2)), values=np.zeros((4, 1)))
     np.savez(tmp_path / "novalues.npz", coords=np.zeros((5, 2)))
+    np.savez(tmp_path / "complex.npz", coords=np.zeros((5, 2)), values=np.zeros((5, 1), complex))
     np.save(tmp_path / "a.npy", np.zeros((8, 8), np.uint8))
     np.save(tmp_path / "b.npy", np.zeros((6, 6), np.uint8))
     (tmp_path / "notes.txt").write_text("x")
@@ -202,6 +203,7 @@ def test_bad_inputs_are_refused(named_run, tmp_path, capsys):
         (["--samples", str(tmp_path / "short.npz")], "N = 5 (the number of coords)"),
         (["--samples", str(tmp_path / "novalues.npz")], "numpy.savez(path, coords=coords"),
         (["--samples", str(tmp_path / "missing.npz")], "no such file"),
+        (["--samples", str(tmp_path / "complex.npz")], "values must be real numbers"),
         (["--images", str(tmp_path / "a.npy"), str(tmp_path / "b.npy")],
          "different sizes (6x6, 8x8)"),
         (["--images", str(tmp_path / "notes.txt")], "expected .png, .jpg, .jpeg, .npy or .npz"),

@@ -34,6 +34,7 @@ from safetensors.torch import load as st_load
 
 from .._cache import LRUCache
 from .._io import content_digest
+from .._memory import available_memory, format_bytes
 from ..points import PointSet
 from .models import FIELD_ARCHS, build_field
 from .shards import (
@@ -59,6 +60,9 @@ MAX_CLASSES = 65536
 #: The most fields one dataset may hold (a manifest claiming more is refused before any
 #: allocation).
 MAX_FIELDS = 2**31 - 1
+#: Bytes the hidden activations of one chunk of a field evaluation may take (fields × points ×
+#: the widest layer): larger evaluations are split over fields, then over points.
+CHUNK_BYTES = 2**28
 
 
 class DatasetError(ValueError):
@@ -185,6 +189,9 @@ class FieldDataset:
         self._starts = np.asarray([s["start"] for s in self._shards], dtype=np.int64)
         self._template = {name: t.shape[1:] for name, t in
                           build_field(self.arch, 1, **self.hparams).state_dict().items()}
+        # the widest layer of a field: what one point costs in a forward pass
+        self._width = max((max(shape) for shape in self._template.values() if len(shape)),
+                          default=1)
         self._loaded: dict[int, dict[str, torch.Tensor]] = {}
         self._samples = LRUCache(cache_point_sets)  # digest -> (values, done)
         self.device = torch.device("cpu")
@@ -294,19 +301,48 @@ class FieldDataset:
     def sample(self, indices: Sequence[int], points: PointSet, chunk: int = 256) -> torch.Tensor:
         """Values of the fields ``indices`` at ``points``, ``(B, N, C)`` (float32, CPU).
 
-        Values are computed once per (field, point set) and cached in memory.
+        Values are computed once per (field, point set) and cached in memory — unless the
+        cache, every field's values at ``points``, would take more than a quarter of the
+        memory available: then only the fields asked for are evaluated (:meth:`values`).
         """
         idx = self._check_indices(indices)
+        available = available_memory()
+        if available is not None and len(self) * len(points) * self.out_dim * 4 > available / 4:
+            return self.values(idx, points.coords)
         values, done = self._samples.get_or_build(points.digest, lambda: (
             torch.zeros(len(self), len(points), self.out_dim),
             torch.zeros(len(self), dtype=torch.bool)))
         missing = np.unique(idx[~done[torch.from_numpy(idx)].numpy()])
-        coords = points.coords.to(self.device)
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
-            values[torch.from_numpy(part)] = self.fields(part)(coords).float().cpu()
+            values[torch.from_numpy(part)] = self.values(part, points.coords)
             done[torch.from_numpy(part)] = True
         return values[torch.from_numpy(idx)]
+
+    @torch.no_grad()
+    def values(self, indices: Sequence[int], coords: torch.Tensor) -> torch.Tensor:
+        """Values of the fields ``indices`` at ``coords`` ``(N, d)``, ``(B, N, C)`` (float32,
+        CPU), uncached, evaluated in chunks of fields and of points whose hidden activations
+        stay under :data:`CHUNK_BYTES`. A result larger than the memory available is a
+        ValueError that says so, before anything is evaluated."""
+        idx = self._check_indices(indices)
+        n = len(coords)
+        needed = len(idx) * n * self.out_dim * 4
+        available = available_memory()
+        if available is not None and needed > available:
+            raise ValueError(f"the values of {len(idx):,} fields at {n:,} points take "
+                             f"{format_bytes(needed)}, more than the {format_bytes(available)} "
+                             "of memory available — use fewer points or fewer fields")
+        per = 8 * self._width  # bytes per (field, point): a hidden layer and its input
+        fields = max(1, min(len(idx), CHUNK_BYTES // (per * max(n, 1))))
+        step = max(1, CHUNK_BYTES // (per * fields))
+        out = torch.empty(len(idx), n, self.out_dim)
+        coords = coords.to(self.device)
+        for i in range(0, len(idx), fields):
+            module = self.fields(idx[i:i + fields])
+            for j in range(0, n, step):
+                out[i:i + fields, j:j + step] = module(coords[j:j + step]).float().cpu()
+        return out
 
     def verify(self) -> list[str]:
         """Check every shard; returns the problems found (empty when all is well)."""

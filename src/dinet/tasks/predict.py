@@ -191,13 +191,11 @@ def read_fields(spec: str, task: Task, items, points: PointSet) -> tuple[np.ndar
     ``points``, and the items' names ("item 7")."""
     if Path(spec).is_dir():
         dataset = open_field_dataset(spec, task.name)
-
-        def sample(idx, points, chunk=256):  # no cache of every field at the points
-            with torch.no_grad():
-                return torch.cat([dataset.fields(idx[k:k + chunk])(points.coords).float()
-                                  for k in range(0, len(idx), chunk)])
-
         count = len(dataset)
+
+        def sample(idx, points):  # the items asked for, no cache of every field
+            return dataset.values(idx, points.coords)
+
     else:
         data = task.open_data(spec)
         count, sample = len(data), data.sample
@@ -222,8 +220,8 @@ def load_samples(path: str | os.PathLike, dim: int) -> tuple[np.ndarray, PointSe
         raise ValueError(f"{path}: found arrays {sorted(arrays)}; {SAMPLES_REMEDY}")
     points = file_points(FILE_PREFIX + str(path), dim)
     values = np.asarray(arrays["values"])
-    if not np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_:
-        raise ValueError(f"{path}: values must be numbers; got dtype {values.dtype}")
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"{path}: values must be real numbers; got dtype {values.dtype}")
     values = values.reshape(1, -1, 1) if values.ndim == 1 else (
         values[None] if values.ndim == 2 else values)
     if values.ndim != 3 or values.shape[1] != len(points):
