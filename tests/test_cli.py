@@ -44,7 +44,11 @@ def test_help_lists_commands(capsys):
       "expected MIN,MAX with 1 <= MIN <= MAX <= 64"),
      (["fit", "--source", "scenes", "--out", "o", "--scene-items", "1,x"], "MIN,MAX"),
      (["train", "--fields", "f", "--out", "o", "--model-option", "widths"], "NAME=VALUE"),
-     (["eval", "--run", "r", "--fields", "f", "--points", "0"], "positive integers")],
+     (["eval", "--run", "r", "--fields", "f", "--points", "0"], "positive integers"),
+     (["predict", "--run", "r", "--fields", "f", "--items", "3:1"], "item indices >= 0"),
+     (["predict", "--run", "r", "--fields", "f", "--items", "0:100000001"], "at most 100,000,000"),
+     (["predict", "--run", "r", "--fields", "f", "--items", "-1"], "item indices >= 0"),
+     (["predict", "--run", "r"], "one of the arguments --fields --samples --images is required")],
 )
 def test_bad_flags_exit_non_zero_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

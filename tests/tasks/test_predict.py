@@ -209,6 +209,8 @@ def test_bad_inputs_are_refused(named_run, tmp_path, capsys):
         (["--images", str(tmp_path / "notes.txt")], "expected .png, .jpg, .jpeg, .npy or .npz"),
         (["--images", str(tmp_path / "a.npy"), "--points", "64"],
          "--samples and --images bring their own points"),
+        (["--images", str(tmp_path / "a.npy"), "--items", "0:3"],
+         "--samples and --images bring their own points"),
     ]:
         assert main(["predict", "--run", run, *argv]) == 2, argv
         assert message in capsys.readouterr().err, argv

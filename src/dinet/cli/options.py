@@ -27,6 +27,8 @@ def int_at_least(minimum: int, what: str):
 
 
 positive_int = int_at_least(1, "a positive integer")
+#: The most item indices ``--items`` takes.
+MAX_ITEMS = 10**8
 non_negative_int = int_at_least(0, "an integer >= 0")
 
 
@@ -96,23 +98,27 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def item_list(text: str) -> list[int]:
-    """An argparse type: item indices, ``A:B`` (A to B - 1) or comma-separated (``0,5,9``)
-    or both (``0:4,10``)."""
-    items = []
+def item_list(text: str):
+    """An argparse type: item indices (a numpy array), ``A:B`` (A to B - 1) or
+    comma-separated (``0,5,9``) or both (``0:4,10``); at most :data:`MAX_ITEMS` in all."""
+    import numpy as np
+
+    parts, total = [], 0
     try:
         for part in (p.strip() for p in text.split(",") if p.strip()):
             first, colon, last = part.partition(":")
             start, stop = int(first), int(last) if colon else int(first) + 1
-            if start < 0 or stop <= start or stop - start > 10**8:
+            total += stop - start
+            if start < 0 or stop <= start or total > MAX_ITEMS:
                 raise ValueError
-            items.extend(range(start, stop))
+            parts.append(np.arange(start, stop))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected item indices >= 0 such as 0:16 or 3,5,9; got {text!r}") from None
-    if not items:
+            f"expected item indices >= 0 such as 0:16 or 3,5,9 (at most {MAX_ITEMS:,}); got "
+            f"{text!r}") from None
+    if not parts:
         raise argparse.ArgumentTypeError(f"expected item indices such as 0:16; got {text!r}")
-    return items
+    return np.concatenate(parts)
 
 
 def model_option(text: str) -> tuple[str, object]:

@@ -266,7 +266,7 @@ def _predict(args) -> None:
             if Path(path).suffix not in suffixes:
                 raise ValueError(f"{flag} {path}: expected a {' or '.join(suffixes)} file name")
             check_writable(Path(path).parent, flag)
-    if args.fields is None and (args.items or args.discretization or args.points):
+    if args.fields is None and (args.items is not None or args.discretization or args.points):
         raise ValueError("--items, --discretization and --points choose what --fields are "
                          "read at; --samples and --images bring their own points")
     predictor = Predictor(args.run, device=args.device)
