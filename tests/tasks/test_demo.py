@@ -26,6 +26,10 @@ def test_demo_falls_back_to_digits_and_reports(tmp_path, monkeypatch, capsys):
         assert all(set(row) == {"256", "1024", "4096"} for row in table.values())
         assert results["n_items"] == 32
     assert (out / "report.md").exists() and (out / "report.png").exists()
+    # last, the raw 8x8 digits themselves, at their pixels and at twice the side
+    line = next(x for x in printed.splitlines() if x.startswith("[predict]"))
+    assert "8×8 pixels" in line and "16×16 pixels" in line
+    assert (out / "predict.png").read_bytes().startswith(b"\x89PNG")
     # A second run reuses the fields and the finished runs.
     again = demo(out, n_train=64, n_test=32, epochs=1, progress=False)
     assert again["values"] == result["values"]

@@ -4,8 +4,9 @@ Fit neural fields to a few thousand Fashion-MNIST images (scikit-learn's digits 
 Fashion-MNIST package is not installed), train the default classifier once on scrambled
 Sobol points and once on the pixel grid — each step reads N or N/4 points, the mixed counts
 of the full-scale recipe — evaluate both on every discretization at 256,
-1,024 and 4,096 points, and print the train × test table. Every step is resumable: a
-second run reuses the finished fields and runs.
+1,024 and 4,096 points, and print the train × test table; last, the Sobol model reads the raw
+test images themselves (no fields fitted) at their own pixels and at twice their side. Every
+step is resumable: a second run reuses the finished fields and runs.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..data import load_source
+import torch
+
+from .. import points as P
+from ..data import load_source, resize_images
 from ..fields.build import build_dataset
+from .answers import draw_predictions
 from .evaluate import evaluate, report, results_table
+from .predict import Predictor
 from .train import TrainConfig, train
 
 __all__ = ["demo"]
+
+#: The side of each demo source's own images.
+NATIVE_SIZE = {"fashion-mnist": 28, "digits": 8}
 
 
 def _source(data_dir) -> str:
@@ -65,9 +74,31 @@ def demo(out: str | Path = "runs/demo", n_train: int = 4096, n_test: int = 1024,
         print(results_table(results))
         runs.append(run)
     result = report(runs, out=out)
-    minutes = (time.perf_counter() - start) / 60
     print(f"\n{result['markdown']}\n")
+    _raw_images(runs[0], source, n_test, data_dir, out / "predict.png")
+    minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min. Tables: {out / 'report.md'}, "
-          f"{runs[0] / 'results.md'}, {runs[1] / 'results.md'}; plots: {out / 'report.png'} "
-          f"and heatmap.png / vs_points.png in each run folder")
+          f"{runs[0] / 'results.md'}, {runs[1] / 'results.md'}; plots: {out / 'report.png'}, "
+          f"heatmap.png / vs_points.png in each run folder, {out / 'predict.png'}")
     return result
+
+
+def _raw_images(run: Path, source: str, n: int, data_dir, picture: Path) -> None:
+    """The run's model on the raw test images, read at their own pixel centres (28×28 for
+    Fashion-MNIST) and resized to twice the side: no fields are fitted (`dinet predict
+    --images` does the same for files)."""
+    side = NATIVE_SIZE[source]
+    images, labels, _ = load_source(source, split="test", limit=n, size=side, data_dir=data_dir)
+    predictor, shown = Predictor(run), []
+    for size in (side, 2 * side):
+        grid = P.grid((size, size))
+        batch = torch.from_numpy(resize_images(images, size)).permute(0, 3, 1, 2)
+        values = P.image_to_values(batch, grid).numpy()
+        answers = predictor(values, grid)
+        shown.append(f"{size}×{size} pixels {(answers['label'] == labels).mean():.1%}")
+        if size == side:
+            draw_predictions(picture, answers, values, grid, predictor, items=8,
+                             title=f"{run.name} on the raw test images ({size}×{size} pixels)")
+    print(f"[predict] {run.name} reads the raw {source} test images themselves, no fields "
+          f"fitted: {', '.join(shown)} ({picture})\n")
+
