@@ -192,7 +192,8 @@ def _predict_parser(commands) -> None:
     pr.add_argument("--points", type=positive_int, default=None,
                     help="with --fields: points per field (default: the run's training count)")
     pr.add_argument("--seed", type=non_negative_int, default=0,
-                    help="the draw of a randomised --discretization (default: 0)")
+                    help="the draw of a randomised --discretization; a randomised --query "
+                    "takes SEED + 1 (default: 0)")
     pr.add_argument("--query", default=None,
                     help="segment and sdf: where the output is read, one discretization name "
                     "or npz:FILE (default: the pixel centres of the images, or of the training "

@@ -5,7 +5,8 @@ A DI-Net reads a field at whatever points it is given, so a trained run answers 
 - a field dataset (``dinet fit``, labelled or not) read at any discretization,
 - your own samples: values measured at your coordinates (``.npz`` with ``coords`` and
   ``values``), weighted by :func:`dinet.points.from_coords`,
-- images (PNG/JPEG, or ``.npy`` arrays), read at their own pixel centres, at any resolution.
+- images (PNG/JPEG, ``.npy`` arrays or ``.npz`` archives), read at their own pixel centres,
+  at any resolution.
 
 :class:`Predictor` is the Python entry point; :func:`read_fields`, :func:`load_samples` and
 :func:`load_images` read the three inputs; :mod:`~dinet.tasks.answers` prints, writes and
