@@ -193,6 +193,16 @@ def test_a_new_task_and_family_train_and_evaluate_through_the_entry_points(
                  "sobol", "--points", "256", "--no-plots"]) == 0
     assert "field-mean: model meannet" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["kernel"] == "gauss"
+    # dinet predict: without a predict hook of its own, the task's raw output
+    answers = tmp_path / "answers.json"
+    assert main(["predict", "--run", str(run), "--fields", str(digits), "--items", "0:3",
+                 "--out", str(answers)]) == 0
+    assert "item 2: output min" in capsys.readouterr().out
+    points = P.sobol(256, 2, seed=0)
+    with torch.no_grad():
+        want = load_model(run / "model.pt").eval()(
+            open_field_dataset(str(digits), "field-mean").sample([0, 1, 2], points), points)
+    np.testing.assert_allclose(json.loads(answers.read_text())["output"], want, atol=1e-6)
 
 
 PLUGIN = """

@@ -281,7 +281,7 @@ def _predict(args) -> None:
     elif args.fields is not None:
         points = predictor.input_points(args.discretization, args.points, args.seed)
         values, names = read_fields(args.fields, predictor.task, args.items, points)
-    result = predictor(values, points, query, batch_size=args.batch_size)
+    result = predictor(values, points, query, batch_size=args.batch_size, progress=True)
     where = (f"their {'x'.join(map(str, shape))} pixel centres" if shape is not None
              else f"the {len(points):,} points of {Path(args.samples).name}" if args.samples
              else f"{len(points):,} {points.kind} points")

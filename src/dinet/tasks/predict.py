@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .. import distributed
 from .. import points as P
@@ -113,7 +114,7 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, values, points: PointSet, query: PointSet | None = None,
-                 batch_size: int = 64) -> dict[str, np.ndarray]:
+                 batch_size: int = 64, progress: bool = False) -> dict[str, np.ndarray]:
         """The task's named outputs (:meth:`Task.predict`) for fields read at ``points``.
 
         Args:
@@ -122,6 +123,7 @@ class Predictor:
             query: where a field-valued output is read (segment, sdf); default
                 :meth:`query_points`. A task with one answer per item takes none.
             batch_size: items per forward pass.
+            progress: show a progress bar over the batches (when there are several).
 
         Returns:
             numpy arrays, items first (classify: ``label``, ``probability``; segment:
@@ -147,7 +149,9 @@ class Predictor:
                              "points are for tasks whose output is a field (segment, sdf)")
         query = query if query is not None else self.query_points()
         parts = []
-        for start in range(0, len(values), batch_size):
+        starts = range(0, len(values), batch_size)
+        for start in tqdm(starts, desc="predict", unit="batch",
+                          disable=not progress or len(starts) < 2):
             x = values[start:start + batch_size].to(self.device)
             out = self.task.predict(self.model, x, points, query)
             parts.append({k: v.detach().cpu() for k, v in out.items()})
