@@ -106,6 +106,14 @@ def test_grid_needs_a_square():
         make_points("grid", 70)
 
 
+def test_a_point_set_larger_than_memory_is_refused_before_it_is_drawn(monkeypatch):
+    discretize = importlib.import_module("dinet.tasks.discretize")
+    monkeypatch.setattr(discretize, "available_memory", lambda: 2**20)  # 1 MiB
+    assert len(make_points("sobol", 4096)) == 4096  # 4,096 × 3 × 24 bytes = 288 KiB
+    with pytest.raises(ValueError, match=r"16,384 points in 2-D need ~1.12 MiB to draw"):
+        make_points("sobol", 16384)
+
+
 def test_training_learns_and_writes_a_run(fields, tmp_path):
     out = tmp_path / "run"
     last = train(_config(fields, out, epochs=6), progress=False)

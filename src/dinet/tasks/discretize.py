@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import points as P
 from .._io import read_arrays
+from .._memory import available_memory, format_bytes
 
 __all__ = [
     "FILE_PREFIX",
@@ -122,7 +123,20 @@ def make_points(kind: str, n: int, dim: int = 2, seed: int | None = 0) -> P.Poin
             raise ValueError(f"{kind} holds {len(points)} points, not {n} — pass --points "
                              f"{len(points)} (and no --mix-points)")
         return points
+    _check_room(n, dim)
     return _KINDS[kind].make(n, dim, seed)
+
+
+def _check_room(n: int, dim: int) -> None:
+    """Refuse a point set whose coordinates and weights, with the float64 copies made while
+    drawing them, need more memory than there is (``--points 1000000000`` was killed by the
+    OS after minutes)."""
+    needed = int(n) * (dim + 1) * 8 * 3
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"{int(n):,} points in {dim}-D need ~{format_bytes(needed)} to draw, "
+                         f"more than the {format_bytes(available)} of memory available — use "
+                         "fewer points")
 
 
 def point_sets(kinds: Iterable[str], counts: Iterable[int], dim: int,
