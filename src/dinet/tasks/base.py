@@ -26,8 +26,7 @@ from ..models import model_names
 from ..points import PointSet
 
 __all__ = ["DEFAULT_TASK", "FieldTaskData", "Scorer", "Task", "TaskData", "class_names_of",
-           "get_task",
-           "open_field_dataset", "open_task_data", "register_task", "source_name",
+           "get_task", "open_field_dataset", "open_task_data", "register_task", "source_name",
            "task_names"]
 
 #: The task of runs that do not record one (the first dinet versions only classified).
