@@ -14,14 +14,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
-from .. import points as P
 from ..data import load_source, resize_images
 from ..fields.build import build_dataset
 from .answers import draw_predictions
 from .evaluate import evaluate, report, results_table
-from .predict import Predictor
+from .predict import Predictor, image_values
 from .train import TrainConfig, train
 
 __all__ = ["demo"]
@@ -91,9 +88,7 @@ def _raw_images(run: Path, source: str, n: int, data_dir, picture: Path) -> None
     images, labels, _ = load_source(source, split="test", limit=n, size=side, data_dir=data_dir)
     predictor, shown = Predictor(run), []
     for size in (side, 2 * side):
-        grid = P.grid((size, size))
-        batch = torch.from_numpy(resize_images(images, size)).permute(0, 3, 1, 2)
-        values = P.image_to_values(batch, grid).numpy()
+        values, grid = image_values(resize_images(images, size))
         answers = predictor(values, grid)
         shown.append(f"{size}×{size} pixels {(answers['label'] == labels).mean():.1%}")
         if size == side:
@@ -101,4 +96,3 @@ def _raw_images(run: Path, source: str, n: int, data_dir, picture: Path) -> None
                              title=f"{run.name} on the raw test images ({size}×{size} pixels)")
     print(f"[predict] {run.name} reads the raw {source} test images themselves, no fields "
           f"fitted: {', '.join(shown)} ({picture})\n")
-

@@ -31,7 +31,7 @@ from .base import Task, class_names_of, get_task, open_field_dataset
 from .discretize import FILE_PREFIX, components, file_points, make_points
 from .evaluate import load_run
 
-__all__ = ["Predictor", "load_images", "load_samples", "read_fields"]
+__all__ = ["Predictor", "image_values", "load_images", "load_samples", "read_fields"]
 
 SAMPLES_REMEDY = ("save them with numpy.savez(path, coords=coords, values=values): coords "
                   "(N, d) in [-1, 1]^d, values (N, C) or (B, N, C), optional weights (N,)")
@@ -292,7 +292,14 @@ def load_images(paths, channels: int) -> tuple[np.ndarray, PointSet, list[str],
         sizes = ", ".join(f"{h}x{w}" for h, w in shapes)
         raise ValueError(f"the images have different sizes ({sizes}) — predict each size in "
                          "its own call")
-    grid = P.grid(shapes[0])  # stored coarse to fine: image_to_values orders the pixels
-    batch = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2)
     labels = None if any(k is None for k in labels) else np.concatenate(labels)
-    return P.image_to_values(batch, grid).numpy(), grid, names, labels
+    return (*image_values(np.concatenate(images)), names, labels)
+
+
+def image_values(images: np.ndarray) -> tuple[np.ndarray, PointSet]:
+    """Images ``(B, H, W, C)`` as field values ``(B, H·W, C)`` at their pixel centres, and
+    that grid (``dinet.points.grid((H, W))``, stored coarse to fine: the pixels are put in
+    its order)."""
+    grid = P.grid(tuple(images.shape[1:3]))
+    batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+    return P.image_to_values(batch, grid).numpy(), grid
