@@ -58,6 +58,19 @@ phase train $((N_TRAIN * EPOCHS)) "$PY" -m dinet train --device cuda \
     --fields "$OUT/fields-train" --epochs "$EPOCHS" --out "$OUT/run"
 phase eval "$N_TEST" "$PY" -m dinet eval --device cuda --run "$OUT/run" \
     --fields "$OUT/fields-test"
+# dinet predict on the card, and the same items on the CPU: the answers must agree
+phase predict "$N_TEST" "$PY" -m dinet predict --device cuda --run "$OUT/run" \
+    --fields "$OUT/fields-test" --show 3 --out "$OUT/predict-cuda.npz"
+phase predict-cpu 0 "$PY" -m dinet predict --device cpu --run "$OUT/run" \
+    --fields "$OUT/fields-test" --items 0:256 --show 3 --out "$OUT/predict-cpu.npz"
+phase predict-agree 0 "$PY" -c "
+import numpy as np
+gpu, cpu = np.load('$OUT/predict-cuda.npz'), np.load('$OUT/predict-cpu.npz')
+diff = np.abs(gpu['probability'][:256] - cpu['probability']).max()
+same = (gpu['label'][:256] == cpu['label']).mean()
+print(f'cuda vs cpu on 256 items: labels equal {same:.1%}, max probability difference {diff:.2e}')
+assert diff < 1e-2, diff  # TF32 matmuls on the card
+"
 
 kill "$SAMPLER" 2>/dev/null || true
 wait "$SAMPLER" 2>/dev/null || true

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 RATE_UNITS = {"fit-train": "fields/s", "fit-test": "fields/s", "train": "samples/s",
-              "eval": "test fields/s"}
+              "eval": "test fields/s", "predict": "test fields/s"}
 
 
 def _utilisation(path: Path) -> list[tuple[float, float]]:
