@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dinet.tasks.plots import heatmap, metric_vs_points, panels
+from dinet.tasks.plots import heatmap, label_key, metric_vs_points, panels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -85,6 +85,21 @@ def test_panels_all_kinds(tmp_path):
     _check_png(path)
     # an SDF without a zero crossing draws no contour but still works
     _check_png(panels([[{"image": _sdf() + 5, "kind": "sdf"}]], tmp_path / "one.png"))
+
+
+def test_panels_draw_a_key_of_the_labels_shown(tmp_path):
+    labels = np.zeros((24, 24), int)
+    labels[4:10, 4:10], labels[12:20, 12:20] = 3, 7
+    rows = [[{"image": labels, "kind": "labels"}, {"image": labels % 7, "kind": "labels"}]]
+    names = [f"class {k}" for k in range(11)]
+    key = label_key(rows, names)
+    assert [(k, name) for k, name, _ in key] == [(0, "class 0"), (3, "class 3"),
+                                                 (7, "class 7")]
+    assert key[0][2] == (0.0, 0.0, 0.0, 1.0)  # background black, as drawn
+    assert label_key(rows, names[:5]) == key[:2]  # a label without a name: not in the key
+    plain = _check_png(panels(rows, tmp_path / "plain.png"))
+    keyed = _check_png(panels(rows, tmp_path / "keyed.png", label_names=names))
+    assert keyed[1] > plain[1]  # the key takes a strip under the panels
 
 
 def test_panels_rejects_bad_input(tmp_path):

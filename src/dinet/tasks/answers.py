@@ -69,8 +69,8 @@ def draw_predictions(path: str | os.PathLike, result: dict[str, np.ndarray], val
     queries = result["query_coords"].size // 2 if "query_coords" in result else 0
     titles = (["input", f"labels ({queries:,} query points)"]
               if label is not None and not per_item else None)
-    return panels(cells, path, col_titles=titles, title=title or (
-        f"{predictor.run.name}: {len(points):,} {points.kind} points"))
+    return panels(cells, path, col_titles=titles, label_names=predictor.class_names,
+                  title=title or f"{predictor.run.name}: {len(points):,} {points.kind} points")
 
 
 def _name(names, label: int) -> str:

@@ -206,7 +206,7 @@ def _example_pictures(run: Path, results: dict, task: Task, data: TaskData, mode
         return None
     rows, cols = panels
     return plots.panels(rows, run / "examples.png", col_titles=cols,
-                        title=f"{results['model']} — {task.name}")
+                        title=f"{results['model']} — {task.name}", label_names=data.class_names)
 
 
 # --- several runs -----------------------------------------------------------------------

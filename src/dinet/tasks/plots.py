@@ -15,7 +15,7 @@ import numpy as np
 
 from dinet._io import atomic_write_bytes
 
-__all__ = ["heatmap", "metric_vs_points", "panels", "save_figure"]
+__all__ = ["heatmap", "label_key", "metric_vs_points", "panels", "save_figure"]
 
 _DPI = 120
 _PANEL_KINDS = ("image", "labels", "sdf")
@@ -171,8 +171,23 @@ def metric_vs_points(series: Mapping[str, Mapping[int | str, float]], path: str 
     return save_figure(fig, path)
 
 
+def label_key(rows: Sequence[Sequence[Mapping]],
+              names: Sequence[str]) -> list[tuple[int, str, tuple]]:
+    """``(label, name, RGBA colour)`` of every label value drawn in the "labels" panels of
+    ``rows`` that ``names`` names, in label order: the colour key of :func:`panels`."""
+    cmap = _label_colormap()
+    present = set()
+    for row in rows:
+        for panel in row:
+            if panel.get("kind") == "labels":
+                present.update(int(v) for v in np.unique(np.asarray(panel["image"])))
+    return [(k, str(names[k]), tuple(cmap.colors[k])) for k in sorted(present)
+            if 0 <= k < min(len(names), len(cmap.colors))]
+
+
 def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
-           col_titles: Sequence[str] | None = None, title: str = "") -> Path:
+           col_titles: Sequence[str] | None = None, title: str = "",
+           label_names: Sequence[str] | None = None) -> Path:
     """Draw pictures side by side, e.g. input | truth | prediction, or SDF slices.
 
     Args:
@@ -186,6 +201,8 @@ def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
         path: Destination PNG file.
         col_titles: Optional titles above the first row, one per column.
         title: Figure title.
+        label_names: a name per label value: a colour key of the labels the "labels"
+            panels show is drawn under the figure (:func:`label_key`).
 
     Returns:
         The path written.
@@ -214,8 +231,10 @@ def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
                                  f"shape {image.shape}")
             arrays.append(image)
 
-    fig = Figure(figsize=(2.6 * n_cols, 2.6 * len(rows) + (0.4 if title else 0.0)),
-                 layout="constrained")
+    key = label_key(rows, label_names) if label_names is not None else []
+    key_rows = -(-len(key) // 4)  # a strip under the panels, four names a line
+    fig = Figure(figsize=(2.6 * n_cols, 2.6 * len(rows) + (0.4 if title else 0.0)
+                          + 0.3 * key_rows), layout="constrained")
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, row in enumerate(rows):
         sdfs = [np.abs(np.asarray(p["image"], float)) for p in row if p["kind"] == "sdf"]
@@ -245,4 +264,9 @@ def panels(rows: Sequence[Sequence[Mapping]], path: str | os.PathLike, *,
             ax.set_axis_off()
     if title:
         fig.suptitle(title)
+    if key:
+        from matplotlib.patches import Patch
+
+        fig.legend(handles=[Patch(color=colour, label=name) for _, name, colour in key],
+                   loc="outside lower center", ncols=min(len(key), 4), frameon=False)
     return save_figure(fig, path)
