@@ -174,7 +174,8 @@ def test_render_draws_a_grid_exactly():
 
 @pytest.mark.parametrize("extra, message", [
     (["--query", "sobol"], "one answer per item"),
-    (["--discretization", "sobol+grid"], "a mixture: name one of its kinds (sobol, grid)"),
+    (["--discretization", "sobol+grid"], "a mixture, and a fixed draw would be one of its "
+                                         "kinds: name them one by one (sobol,grid)"),
     (["--items", "0:99"], "--items must pick items 0 to 15"),
     (["--out", "answers.txt"], "expected a .npz or .json file name"),
     (["--picture", "answers.jpg"], "expected a .png file name"),

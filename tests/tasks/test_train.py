@@ -97,7 +97,7 @@ def test_a_mixture_draws_one_of_its_kinds_per_seed(fields, tmp_path):
                  progress=False)
     assert 0 <= last["accuracy"] <= 1
     # a test draw of a mixture would be one of its kinds: evaluation asks for them one by one
-    with pytest.raises(ValueError, match=r"--discretizations sobol,random\)"):
+    with pytest.raises(ValueError, match=r"name them one by one \(sobol,random\)"):
         evaluate(tmp_path / "run", fields, ("sobol+random+sobol",), (64,), plots=False)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "check_discretization",
     "components",
     "discretizations",
+    "fixed_points",
     "is_randomised",
     "make_points",
     "point_sets",
@@ -139,24 +140,27 @@ def _check_room(n: int, dim: int) -> None:
                          "fewer points")
 
 
+def fixed_points(kind: str, n: int, dim: int, seed: int | None) -> P.PointSet:
+    """One fixed draw of ``kind`` with ``n`` points (``npz:FILE``: the file's own points,
+    whatever ``n``); a mixture is refused, as a fixed draw of it would be one of its kinds."""
+    check_discretization(kind)
+    parts = components(kind)
+    if len(parts) > 1:
+        raise ValueError(f"{kind!r} is a mixture, and a fixed draw would be one of its kinds: "
+                         f"name them one by one ({','.join(dict.fromkeys(parts))})")
+    return file_points(kind, dim) if _is_file(kind) else make_points(kind, n, dim, seed=seed)
+
+
 def point_sets(kinds: Iterable[str], counts: Iterable[int], dim: int,
                seed: int | None) -> dict[tuple[str, int], P.PointSet]:
-    """Every (kind, count) point set of an evaluation; a ``npz:FILE`` kind is evaluated once,
-    at its own number of points, whatever ``counts`` are."""
+    """Every (kind, count) point set of an evaluation (:func:`fixed_points`); a ``npz:FILE``
+    kind is evaluated once, at its own number of points, whatever ``counts`` are."""
     counts = tuple(counts)
     sets = {}
     for kind in kinds:
-        check_discretization(kind)
-        if len(components(kind)) > 1:
-            raise ValueError(f"{kind!r} is a mixture, and a fixed test draw would be one of "
-                             f"its kinds: test them one by one "
-                             f"(--discretizations {','.join(dict.fromkeys(components(kind)))})")
-        if _is_file(kind):
-            points = file_points(kind, dim)
+        for count in counts[:1] if _is_file(kind) else counts:
+            points = fixed_points(kind, count, dim, seed)
             sets[kind, len(points)] = points
-        else:
-            for count in counts:
-                sets[kind, count] = make_points(kind, count, dim, seed=seed)
     return sets
 
 

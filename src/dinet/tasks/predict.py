@@ -28,7 +28,7 @@ from .. import points as P
 from .._io import read_arrays
 from ..points import PointSet
 from .base import Task, class_names_of, get_task, open_field_dataset
-from .discretize import FILE_PREFIX, components, file_points, make_points
+from .discretize import FILE_PREFIX, components, file_points, fixed_points
 from .evaluate import load_run
 
 __all__ = ["Predictor", "image_values", "load_images", "load_samples", "read_fields"]
@@ -87,8 +87,8 @@ class Predictor:
         discretization (the first kind of a mixture) and count."""
         if kind is None:  # the training discretization; of a mixture, its first kind
             kind = components(self.config.get("discretization") or "sobol")[0]
-        return _points(kind, n or int(self.config.get("points") or self.task.default_points),
-                       self.dim, seed)
+        n = n or int(self.config.get("points") or self.task.default_points)
+        return fixed_points(kind, n, self.dim, seed)
 
     def query_points(self, kind: str | None = None, n: int | None = None, seed: int = 1,
                      shape: tuple[int, ...] | None = None) -> PointSet | None:
@@ -103,7 +103,7 @@ class Predictor:
             return None
         if kind is None:
             return P.grid(tuple(shape) if shape else (self._known_size(),) * self.dim)
-        return _points(kind, n or self._known_size() ** self.dim, self.dim, seed)
+        return fixed_points(kind, n or self._known_size() ** self.dim, self.dim, seed)
 
     def _known_size(self) -> int:
         if self.size is None:
@@ -166,18 +166,6 @@ class Predictor:
                       if v.shape[1:2] == (m,) else v for k, v in result.items()}
             coords = coords[order].reshape(*query.shape, self.dim)
         return {**result, "query_coords": coords}
-
-
-def _points(kind: str, n: int, dim: int, seed: int) -> PointSet:
-    """One draw of the discretization ``kind`` (``npz:FILE``: its own points); a mixture is
-    refused, as a fixed draw of one would be one of its kinds."""
-    parts = components(kind)
-    if len(parts) > 1:
-        raise ValueError(f"{kind!r} is a mixture: name one of its kinds "
-                         f"({', '.join(dict.fromkeys(parts))})")
-    if kind.startswith(FILE_PREFIX):
-        return file_points(kind, dim)
-    return make_points(kind, n, dim, seed=seed)
 
 
 def _training_source(config: dict) -> dict:
