@@ -90,6 +90,10 @@ def _train_parser(commands) -> None:
     tr.add_argument("--distill-weight", type=float, default=0.5,
                     help="the teacher's share of the loss with --distill, in (0, 1] "
                     "(default: 0.5; the labels get the rest)")
+    tr.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                    help="also keep an exponential moving average of the weights with this "
+                    "decay per step, in (0, 1) (e.g. 0.999: about the last 1,000 steps); "
+                    "model.pt then holds the average, which eval and predict read")
     tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
     tr.add_argument("--limit", type=positive_int, default=None,
                     help="train on the first N fields")
@@ -245,7 +249,7 @@ def _train(args) -> None:
         points=args.points or get_task(args.task).default_points,
         mix_points=tuple(args.mix_points), device=args.device, bf16=args.bf16,
         init=args.init, distill=args.distill, distill_weight=args.distill_weight,
-        model_options=dict(args.model_option),
+        model_options=dict(args.model_option), ema=args.ema,
     )
     with distributed.session(args.device):
         last = train(config, resume=args.resume)

@@ -34,7 +34,7 @@ from .evaluate import DEFAULT_POINTS, evaluate, report, results_table
 from .from_cnn import FromCNNConfig, from_cnn_table, run_from_cnn, small_cnn
 from .predict import Predictor
 from .runs import RunFolder
-from .train import TrainConfig, build_model, train
+from .train import TrainConfig, WeightAverage, build_model, train
 
 __all__ = [
     "DEFAULT_POINTS",
@@ -48,6 +48,7 @@ __all__ = [
     "Task",
     "TaskData",
     "TrainConfig",
+    "WeightAverage",
     "build_model",
     "derived_seed",
     "discretizations",

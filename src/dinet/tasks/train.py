@@ -13,10 +13,15 @@ batch: all ranks draw the same points, augmentations and noise for the whole bat
 their slice, the batch norms share their statistics, and each local loss is scaled so that
 DDP's averaged gradient is the gradient of the global batch — K ranks train the same model
 as one process, to float rounding. Rank 0 alone writes the run's files.
+
+With ``ema`` (``--ema DECAY``) the run also keeps an exponential moving average of the
+weights (:class:`WeightAverage`); ``model.pt`` then holds the average, which ``dinet eval``
+and ``dinet predict`` read, and ``train_state.pt`` both.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +41,7 @@ from .discretize import check_discretization, components, is_randomised, make_po
 from .evaluate import load_run
 from .runs import RunFolder
 
-__all__ = ["TrainConfig", "build_model", "train"]
+__all__ = ["TrainConfig", "WeightAverage", "build_model", "train"]
 
 _GLOBAL_RNG = 7919  # a key of the per-step seed of torch's global generator
 
@@ -68,6 +73,7 @@ class TrainConfig:
     distill: str | None = None  # a run folder whose model's predictions the loss also follows
     distill_weight: float = 0.5  # the teacher's share of the loss (the labels': the rest)
     model_options: dict = field(default_factory=dict)  # the model's own (--model-option)
+    ema: float | None = None  # the decay of a moving average of the weights (None: none)
 
     def check(self) -> None:
         """Raise a ValueError naming the valid choices for any invalid setting."""
@@ -107,11 +113,39 @@ class TrainConfig:
                                  "written by `dinet train`")
         if not 0.0 < self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must be in (0, 1]; got {self.distill_weight!r}")
+        if self.ema is not None and not (isinstance(self.ema, float) and 0.0 < self.ema < 1.0):
+            raise ValueError(f"ema must be a decay in (0, 1), e.g. 0.999; got {self.ema!r}")
 
     @property
     def counts(self) -> tuple[int, ...]:
         """The point counts a training step draws from (``points`` first)."""
         return (self.points, *(c for c in self.mix_points if c != self.points))
+
+
+class WeightAverage:
+    """An exponential moving average of ``model``'s weights and buffers (``--ema DECAY``).
+
+    After the t-th step every floating-point tensor of the average moves a fraction
+    ``1 - d`` of the way to the model's, with ``d = min(decay, (1 + t) / (10 + t))`` — the
+    usual warm-up, so the first steps do not hold the average near the initial weights for
+    ``1 / (1 - decay)`` steps. Other buffers (a batch norm's step count) are copied.
+    ``self.model`` is the averaged copy, in eval mode.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Move the average toward ``model`` after (0-based) training step ``step``."""
+        d = min(self.decay, (1 + step) / (10 + step))
+        live = model.state_dict()
+        for name, average in self.model.state_dict().items():
+            if average.is_floating_point():
+                average.lerp_(live[name], 1.0 - d)
+            else:
+                average.copy_(live[name])
 
 
 def build_model(config: TrainConfig, data: TaskData) -> DIModel:
@@ -254,6 +288,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         first_epoch = int(state["epoch"]) + 1
+    ema = None if config.ema is None else WeightAverage(model, config.ema)
+    if ema is not None and state is not None:
+        ema.model.load_state_dict(state["ema"])
     teacher = _teacher(config, data, device)  # before anything is written: it may not fit
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
     run.begin(asdict(config), first_epoch)
@@ -299,6 +336,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             scaled.backward()
             optimizer.step()
             schedule.step()
+            if ema is not None:
+                ema.update(model, epoch * steps_per_epoch + step)
             totals["loss"] += loss.item() * mine
             totals["metric"] += metric
             totals["count"] += count
@@ -314,9 +353,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         last = {"epoch": epoch, "loss": totals["loss"] / totals["seen"],
                 metric_name: totals["metric"] / totals["count"],
                 "lr": schedule.get_last_lr()[0], "steps": steps_per_epoch * (epoch + 1)}
-        run.end_epoch(model, last, {"model": model.state_dict(),
-                                    "optimizer": optimizer.state_dict(),
-                                    "schedule": schedule.state_dict(), "epoch": epoch},
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "schedule": schedule.state_dict(), "epoch": epoch}
+        if ema is not None:
+            checkpoint["ema"] = ema.model.state_dict()
+        run.end_epoch(model if ema is None else ema.model, last, checkpoint,
                       extra=extra | {"epoch": epoch})
         distributed.barrier()  # the others wait until the epoch's checkpoint is written
     return last
