@@ -63,6 +63,15 @@ def test_a_run_with_ema_saves_the_average_and_resumes_exactly(class_fields, tmp_
         assert all(torch.equal(state[part][k], resumed[part][k]) for k in state[part])
 
 
+def test_the_average_does_not_change_what_is_trained(class_fields, tmp_path):
+    plain = train(_config(class_fields, tmp_path / "plain"), progress=False)
+    averaged = train(_config(class_fields, tmp_path / "ema", ema=0.9), progress=False)
+    assert plain == averaged  # the same epochs' losses and accuracies
+    a = torch.load(tmp_path / "plain" / "train_state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "ema" / "train_state.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # what benchmarks/ema_vs_live.py relies on
+
+
 def test_a_vanishing_decay_is_the_last_weights(class_fields, tmp_path):
     train(_config(class_fields, tmp_path / "run", ema=1e-9, epochs=1), progress=False)
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .. import distributed
 from .. import points as P
@@ -71,7 +72,8 @@ def load_run(run: Path) -> tuple[dict, object]:
 @torch.no_grad()
 def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=None,
              batch_size: int = 128, seed: int = 1234, limit: int | None = None,
-             plots: bool = True, examples: int = 4, device: str = "cpu") -> dict:
+             plots: bool = True, examples: int = 4, device: str = "cpu",
+             progress: bool = True) -> dict:
     """Metrics of the run's model on ``fields`` for every discretization and number of
     points; writes ``results.json``, ``results.md`` and (``plots``) PNG figures into the
     run folder.
@@ -94,6 +96,7 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
         examples: items shown in the segmentation / SDF pictures.
         device: where the model runs: ``auto`` (CUDA when available), ``cpu`` or ``cuda``;
             the data are read and scored on the CPU.
+        progress: show a progress bar over the point sets and their batches.
     """
     run = Path(run)
     check_writable(run, "--run")  # before any scoring: results are written into the run
@@ -112,13 +115,19 @@ def evaluate(run: str | Path, fields: str | Path, discretizations=None, points=N
     # Every point set up front: an unknown name or impossible count fails before any work.
     sets = point_sets(discretizations, points, data.dim, seed)
     metrics: dict[str, dict[str, dict[str, float]]] = {m: {} for m in task.metrics}
+    starts = range(0, n, batch_size)
+    bar = tqdm(total=len(sets) * len(starts), unit="batch", disable=not progress,
+               desc=f"eval {run.name}")
     for (kind, count), point_set in sets.items():
+        bar.set_postfix_str(f"{kind} @ {count:,}")
         scorer = task.scorer(data, model, seed)
-        for start in range(0, n, batch_size):
+        for start in starts:
             idx = np.arange(start, min(n, start + batch_size))
             scorer.add(idx, data.sample(idx, point_set), point_set)
+            bar.update()
         for name, value in scorer.result().items():
             metrics[name].setdefault(kind, {})[str(count)] = value
+    bar.close()
     results = {"task": task.name, "run": str(run), "fields": str(fields), "n_items": n,
                "train_discretization": config.get("discretization"),
                "train_points": config.get("points"), "model": config.get("model"),
