@@ -92,8 +92,9 @@ def _train_parser(commands) -> None:
                     "(default: 0.5; the labels get the rest)")
     tr.add_argument("--ema", type=float, default=None, metavar="DECAY",
                     help="also keep an exponential moving average of the weights with this "
-                    "decay per step, in (0, 1) (e.g. 0.999: about the last 1,000 steps); "
-                    "model.pt then holds the average, which eval and predict read")
+                    "decay per step, in (0, 1) (e.g. 0.999: about the last 1,000 steps, after a "
+                    "warm-up of min(DECAY, (1+t)/(10+t)) at step t); model.pt then holds the "
+                    "average, which eval and predict read")
     tr.add_argument("--no-augment", action="store_true", help="no field augmentations")
     tr.add_argument("--limit", type=positive_int, default=None,
                     help="train on the first N fields")
