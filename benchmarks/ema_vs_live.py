@@ -18,18 +18,18 @@ import numpy as np
 import torch
 
 from dinet.models import load_model
-from dinet.tasks.base import open_task_data
+from dinet.tasks.base import get_task, open_task_data
 from dinet.tasks.discretize import make_points
 
 
 @torch.no_grad()
 def _accuracy(model, data, points, batch: int = 500) -> float:
-    correct = 0
+    """The classify task's own scorer (what ``dinet eval`` reports) over every item."""
+    scorer = get_task("classify").scorer(data, model, 0)
     for start in range(0, len(data), batch):
         idx = np.arange(start, min(len(data), start + batch))
-        logits = model(data.inputs(idx, points.coords), points)
-        correct += int((logits.argmax(1) == data.targets(idx)).sum())
-    return correct / len(data)
+        scorer.add(idx, data.inputs(idx, points.coords), points)
+    return scorer.result()["accuracy"]
 
 
 def main(run: str, fields: str, kinds: str = "sobol,grid,shrunk,random,jittered",
