@@ -234,6 +234,20 @@ def test_report_assembles_runs(class_fields, tmp_path, capsys):
         report(runs)
 
 
+def test_eval_shows_its_progress_unless_told_not_to(class_fields, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(TrainConfig(fields=str(class_fields), out=str(out), model="dinet2",
+                      discretization="sobol", points=64, epochs=1, batch_size=8),
+          progress=False)
+    capsys.readouterr()
+    evaluate(out, class_fields, ("sobol", "grid"), (16, 64), batch_size=8, plots=False)
+    shown = capsys.readouterr().err
+    # 2 kinds x 2 counts x 2 batches of the 16 fields, the last point set named
+    assert "eval run" in shown and "8/8" in shown and "grid @ 64" in shown
+    evaluate(out, class_fields, ("sobol",), (16,), plots=False, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_mismatched_data_models_and_runs_are_refused(class_fields, scenes_fields,
                                                     fake_fashion_mnist, tmp_path, capsys):
     with pytest.raises(ValueError, match="not segmentation scenes.*--task classify"):
