@@ -1,5 +1,6 @@
-"""``dinet train``, ``dinet eval``, ``dinet report`` and ``dinet predict``: training runs,
-their tables, and their answers on new inputs."""
+"""``dinet train``, ``dinet eval``, ``dinet report``, ``dinet predict`` and ``dinet
+recalibrate``: training runs, their tables, their answers on new inputs, and their
+batch-norm statistics for other points."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(commands) -> None:
-    """Add ``train``, ``eval``, ``report`` and ``predict`` to the ``dinet`` sub-commands."""
-    for add in (_train_parser, _eval_parser, _report_parser, _predict_parser):
+    """Add ``train``, ``eval``, ``report``, ``predict`` and ``recalibrate`` to the ``dinet``
+    sub-commands."""
+    for add in (_train_parser, _eval_parser, _report_parser, _predict_parser,
+                _recalibrate_parser):
         add(commands)
 
 
@@ -216,6 +219,57 @@ def _predict_parser(commands) -> None:
     pr.add_argument("--device", default="cpu", choices=DEVICES,
                     help="where the model runs (default: cpu)")
     pr.set_defaults(handler=_predict)
+
+
+def _recalibrate_parser(commands) -> None:
+    """``dinet recalibrate``."""
+    from ..distributed import DEVICES
+
+    rc = commands.add_parser(
+        "recalibrate",
+        help="re-estimate a run's batch-norm statistics for the points it will read (no "
+        "labels, no gradient step)",
+        description="Read fields at draws of a discretization, run the model forward, and "
+        "replace its batch norms' running statistics with their average over those batches; "
+        "the weights stay the run's. Writes model.pt and config.json (the run's, with a "
+        "'recalibrated' record) into a new --out folder, which eval, predict and train "
+        "--init read like any run.",
+    )
+    rc.add_argument("--run", required=True, help="run folder written by `dinet train`")
+    rc.add_argument("--fields", required=True,
+                    help="fields to read (labels are not used): a field dataset folder "
+                    "(dinet fit), or balls:N:SEED for sdf")
+    rc.add_argument("--out", required=True, help="the new run folder")
+    rc.add_argument("--discretization", default="sobol",
+                    help=f"where the fields are read: {kinds_help()} (default: sobol)")
+    rc.add_argument("--points", type=positive_int, default=None,
+                    help="points per field (default: the run's training count; npz:FILE: "
+                    "its own)")
+    rc.add_argument("--mix-points", type=int_list, default=(),
+                    help="other point counts, comma-separated: the batches take --points and "
+                    "these in turn")
+    rc.add_argument("--batches", type=positive_int, default=50,
+                    help="batches the statistics average over (default: 50)")
+    rc.add_argument("--batch-size", type=positive_int, default=64,
+                    help="items per batch (default: 64)")
+    rc.add_argument("--seed", type=non_negative_int, default=0,
+                    help="the items and the point draws (default: 0)")
+    rc.add_argument("--device", default="auto", choices=DEVICES,
+                    help="where the model runs (default: auto, CUDA when available)")
+    rc.set_defaults(handler=_recalibrate)
+
+
+def _recalibrate(args) -> None:
+    from ..tasks import RecalibrateConfig, recalibrate_run
+
+    record = recalibrate_run(RecalibrateConfig(
+        run=args.run, fields=args.fields, out=args.out, discretization=args.discretization,
+        points=args.points, mix_points=tuple(args.mix_points), batches=args.batches,
+        batch_size=args.batch_size, seed=args.seed, device=args.device))
+    counts = " / ".join(f"{c:,}" for c in record["points"])
+    print(f"{args.out}: batch norms of {args.run} re-estimated over {record['batches']} "
+          f"batches of {record['batch_size']} fields at {args.discretization} ({counts} "
+          "points)")
 
 
 def _eval(args) -> None:

@@ -33,6 +33,7 @@ from .discretize import (
 from .evaluate import DEFAULT_POINTS, evaluate, report, results_table
 from .from_cnn import FromCNNConfig, from_cnn_table, run_from_cnn, small_cnn
 from .predict import Predictor
+from .recalibrate import RecalibrateConfig, recalibrate_run
 from .runs import RunFolder
 from .train import TrainConfig, WeightAverage, build_model, train
 
@@ -43,6 +44,7 @@ __all__ = [
     "FieldTaskData",
     "FromCNNConfig",
     "Predictor",
+    "RecalibrateConfig",
     "RunFolder",
     "Scorer",
     "Task",
@@ -59,6 +61,7 @@ __all__ = [
     "make_points",
     "open_task_data",
     "point_sets",
+    "recalibrate_run",
     "register_discretization",
     "register_task",
     "report",
