@@ -249,8 +249,11 @@ def test_the_command_line_imports_plugins_before_it_parses(digits, tmp_path, mon
     assert "import the module that defines it first" in capsys.readouterr().err
     assert main(["--plugin", str(plugin), *eval_argv]) == 0
     assert "model plugin-mean" in capsys.readouterr().out
+    not_python = tmp_path / "picture.png"  # a file, but none Python can import
+    not_python.write_bytes(b"\x89PNG")
     for bad, message in (("no_such_dinet_plugin", "No module named 'no_such_dinet_plugin'"),
-                         (str(tmp_path / "gone.py"), "no such file")):
+                         (str(tmp_path / "gone.py"), "no such file"),
+                         (str(not_python), "not a Python source file")):
         assert main(["--plugin", bad, *eval_argv]) == 2
         err = capsys.readouterr().err
         assert f"--plugin {bad}: " in err and message in err

@@ -81,6 +81,12 @@ def test_fields_samples_and_images_agree_with_the_model(named_run, tmp_path, cap
     right = int((archive["label"] == labels).sum())
     assert f"accuracy against the archive's labels: {right / 16:.2%} ({right:,} of 16)" in printed
     assert "images.npz[1]:" in printed and "... 14 more items" in printed
+    # labels the model cannot give are refused before it runs, nothing written
+    np.savez(tmp_path / "bad-labels.npz", images=pixels, labels=labels + len(CLASSES))
+    assert main(["predict", "--run", str(run), "--images", str(tmp_path / "bad-labels.npz"),
+                 "--out", str(tmp_path / "bad.npz")]) == 2
+    assert "labels go up to" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npz").exists()
     assert list(archive["class_names"]) == CLASSES
     grid = P.grid((8, 8))
     values = P.image_to_values(torch.from_numpy(pixels[:, None] / 255.0).float(), grid)

@@ -50,6 +50,9 @@ def load_plugin(name: str) -> None:
         if key in sys.modules:
             return
         spec = importlib.util.spec_from_file_location(key, path)
+        if spec is None:  # a file Python cannot import (not a .py source)
+            raise ValueError(f"--plugin {name}: not a Python source file — pass a .py file "
+                             "or a module name on the Python path")
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module
         try:

@@ -334,6 +334,10 @@ def _predict(args) -> None:
     if args.images is not None:
         values, points, names, labels = load_images(args.images, predictor.in_channels)
         shape = points.shape
+        classes = len(predictor.class_names or ())
+        if labels is not None and classes and int(labels.max()) >= classes:
+            raise ValueError(f"--images: labels go up to {int(labels.max())}, but the run's "
+                             f"model tells {classes} classes (labels 0 to {classes - 1})")
     query = predictor.query_points(args.query, args.query_points, args.seed + 1, shape)
     if args.samples is not None:
         values, points = load_samples(args.samples, predictor.dim)
